@@ -1,0 +1,1 @@
+//! ember: a KVM-based micro virtual machine monitor.
