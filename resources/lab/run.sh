@@ -111,7 +111,7 @@ run_lab() {
     local ctl=$tmp/control
     : >"$ctl"
     local chardev=(-chardev stdio,id=con,signal=off)
-    local cmdline="console=ttyS0 console=ttyS1 loglevel=1 panic=-1 lab.timeout=$timeout"
+    local cmdline="console=ttyS1 loglevel=${EMBER_LAB_LOGLEVEL:-4} panic=-1 lab.timeout=$timeout"
     [ $interactive = 1 ] && cmdline="$cmdline lab.interactive=1"
     set +e
     if [ $interactive = 1 ]; then
