@@ -114,6 +114,8 @@ pub struct VmConfig {
     pub cpus: u8,
     /// Entry protocol choice.
     pub boot_mode: BootMode,
+    /// KVM device node (normally `/dev/kvm`).
+    pub kvm_device: PathBuf,
 }
 
 impl VmConfig {
@@ -150,6 +152,7 @@ impl VmConfig {
             memory,
             cpus,
             boot_mode,
+            kvm_device: PathBuf::from(crate::kvm::KVM_PATH),
         })
     }
 }

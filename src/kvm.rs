@@ -25,17 +25,17 @@ const REQUIRED_CAPS: &[(Cap, &str)] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The device node is missing.
-    #[error("{KVM_PATH} does not exist: KVM is not available on this host (load kvm_intel, kvm_amd or kvm_pvm){}", flavour_hint())]
-    Absent,
+    #[error("{path} does not exist: KVM is not available on this host (load kvm_intel, kvm_amd or kvm_pvm){hint}", path = .0, hint = flavour_hint())]
+    Absent(String),
     /// Opening was refused.
-    #[error("permission denied opening {KVM_PATH}: add the user to the kvm group or give the node mode 0666{}", flavour_hint())]
-    PermissionDenied,
-    /// Another open error.
-    #[error("cannot open {KVM_PATH}{}", flavour_hint())]
-    Open(#[source] kvm_ioctls::Error),
-    /// Wrong KVM API version.
-    #[error("unsupported KVM API version {0} (need 12)")]
-    ApiVersion(i32),
+    #[error("permission denied opening {path}: add the user to the kvm group or give the node mode 0666{hint}", path = .0, hint = flavour_hint())]
+    PermissionDenied(String),
+    /// Another open error (e.g. the path is not a KVM device).
+    #[error("cannot use {path} as the KVM device{hint}", path = .0, hint = flavour_hint())]
+    Open(String, #[source] kvm_ioctls::Error),
+    /// Wrong KVM API version (or not a KVM device at all).
+    #[error("{path} is not a usable KVM device: API version {version} (need 12)", path = .0, version = .1)]
+    ApiVersion(String, i32),
     /// A required capability is missing.
     #[error("host KVM lacks {cap}{hint}", cap = .0, hint = flavour_hint())]
     MissingCap(&'static str),
@@ -86,16 +86,20 @@ fn flavour_hint() -> String {
     }
 }
 
-/// Opens `/dev/kvm` and checks the API version and required capabilities.
-pub fn open() -> Result<Kvm, Error> {
-    let kvm = Kvm::new().map_err(|e| match e.errno() {
-        libc::ENOENT | libc::ENODEV | libc::ENXIO => Error::Absent,
-        libc::EACCES | libc::EPERM => Error::PermissionDenied,
-        _ => Error::Open(e),
+/// Opens the KVM device (normally [`KVM_PATH`]) and checks the API
+/// version and required capabilities.
+pub fn open(path: &Path) -> Result<Kvm, Error> {
+    let display = path.display().to_string();
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::Absent(display.clone()))?;
+    let kvm = Kvm::new_with_path(&cpath).map_err(|e| match e.errno() {
+        libc::ENOENT | libc::ENODEV | libc::ENXIO => Error::Absent(display.clone()),
+        libc::EACCES | libc::EPERM => Error::PermissionDenied(display.clone()),
+        _ => Error::Open(display.clone(), e),
     })?;
     let version = kvm.get_api_version();
     if version != kvm_bindings::KVM_API_VERSION as i32 {
-        return Err(Error::ApiVersion(version));
+        return Err(Error::ApiVersion(display, version));
     }
     for (cap, name) in REQUIRED_CAPS {
         if !kvm.check_extension(*cap) {

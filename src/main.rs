@@ -44,6 +44,9 @@ enum Command {
         /// Entry protocol: auto (PVH if the ELF has the note), pvh, linux64.
         #[arg(long, default_value = "auto")]
         boot_mode: String,
+        /// KVM device node.
+        #[arg(long, default_value = ember::kvm::KVM_PATH)]
+        kvm_device: PathBuf,
     },
 }
 
@@ -122,10 +125,17 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
+            // clap's message spans lines (the problem, then the argument and
+            // a usage block); keep what precedes the usage, on one line.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("ember: error: {first} (see `ember help`)");
+            let words: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .flat_map(str::split_whitespace)
+                .collect();
+            let line = words.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            eprintln!("ember: error: {line} (see `ember help`)");
             return ExitCode::from(ember::EXIT_ERROR);
         }
     };
@@ -141,6 +151,7 @@ fn main() -> ExitCode {
         memory,
         cpus,
         boot_mode,
+        kvm_device,
     }) = cli.command
     else {
         eprintln!("ember: error: no command given (see `ember help`)");
@@ -150,7 +161,7 @@ fn main() -> ExitCode {
         .and_then(|mem| Ok((mem, boot_mode.parse::<BootMode>()?)))
         .and_then(|(mem, mode)| VmConfig::new(kernel, initrd, Some(cmdline), mem, cpus, mode))
     {
-        Ok(c) => c,
+        Ok(c) => VmConfig { kvm_device, ..c },
         Err(e) => return fail(&e),
     };
     match ember::run(&config) {

@@ -1,10 +1,10 @@
 //! Builds the VM in boot order and runs it until it stops.
 //!
-//! [`run`]: open KVM → map guest memory → create the VM and register the
-//! memory (before the irqchip and vCPUs: cheaper on PVM) → TSS, identity
-//! map, irqchip, PIT → load the kernel → GDT/IDT and page tables → devices
-//! → vCPUs → raw terminal and signals → vCPU threads → event loop →
-//! stop and join the vCPUs.
+//! [`run`]: map guest memory → load the kernel, initrd and boot structures
+//! → open KVM → create the VM and register the memory (before the irqchip
+//! and vCPUs: cheaper on PVM) → TSS, identity map, irqchip, PIT → GDT/IDT
+//! and page tables → devices → vCPUs → signals and raw terminal → vCPU
+//! threads → event loop → stop and join the vCPUs.
 
 use std::sync::Arc;
 
@@ -58,8 +58,11 @@ pub enum Error {
 
 /// Boots the VM described by `config` and runs it until it stops.
 pub fn run(config: &VmConfig) -> Result<StopReason, Error> {
-    let kvm = kvm::open()?;
+    // Guest memory and the kernel first: bad input is reported before
+    // host problems, and neither needs KVM.
     let mem = memory::create(config.memory)?;
+    let entry = boot::load(&mem, config)?;
+    let kvm = kvm::open(&config.kvm_device)?;
     let vm = kvm.create_vm().map_err(Error::CreateVm)?;
     memory::register(&vm, &mem)?;
     vm.set_tss_address(KVM_TSS_ADDR as usize)
@@ -73,7 +76,6 @@ pub fn run(config: &VmConfig) -> Result<StopReason, Error> {
     })
     .map_err(Error::Pit)?;
 
-    let entry = boot::load(&mem, config)?;
     vcpu::regs::write_descriptor_tables(&mem)?;
     vcpu::paging::write(&mem).map_err(vcpu::Error::BootTables)?;
 

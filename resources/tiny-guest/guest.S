@@ -15,6 +15,7 @@
  *   2 mmio: read 4 bytes from 0xd0000000 (no device), print them in hex
  *   3 echo: copy COM1 input to output until '.', then reset
  *   4 cpus: count processor entries in the MP table, print, reset
+ *   5 int3: an instruction PVM's CPL0 emulator rejects
  *
  * Only plain integer instructions: PVM emulates guest CPL0 code.
  */
@@ -39,6 +40,10 @@ _start:
         call    puts
         movzbl  0x1e8(%r12), %edi       /* e820_entries */
         call    putdec
+        lea     msg_initrd(%rip), %rdi
+        call    puts
+        mov     0x21c(%r12), %edi       /* hdr.ramdisk_size */
+        call    puthex32
         lea     msg_nl(%rip), %rdi
         call    puts
         jmp     reset
@@ -123,6 +128,13 @@ _start:
 bad_mp:
         lea     msg_bad_mp(%rip), %rdi
         call    puts
+        jmp     reset
+.endif
+
+.if MODE == 5
+        lea     msg_int3(%rip), %rdi
+        call    puts
+        int3                            /* PVM: emulation failure; VMX/SVM: no IDT -> triple fault */
         jmp     reset
 .endif
 
@@ -212,6 +224,12 @@ pvh_start:
         add     $'0', %al
         mov     $COM1, %dx
         outb    %al, %dx
+        mov     $msg_modules, %esi
+        call    puts32
+        mov     12(%ebx), %eax          /* nr_modules (< 10) */
+        add     $'0', %al
+        mov     $COM1, %dx
+        outb    %al, %dx
         mov     $msg_nl, %esi
         call    puts32
         jmp     pvh_reset
@@ -248,6 +266,8 @@ puts32:
         .data
 msg_linux64:    .asciz "ember-tiny: linux64 zero page HdrS ok, cmdline: "
 msg_e820:       .asciz ", e820 entries: "
+msg_initrd:     .asciz ", initrd size: 0x"
+msg_int3:       .asciz "ember-tiny: int3 next\n"
 msg_bad_zp:     .asciz "ember-tiny: bad zero page\n"
 msg_tf:         .asciz "ember-tiny: triple fault next\n"
 msg_survived:   .asciz "ember-tiny: survived the fault?!\n"
@@ -258,6 +278,7 @@ msg_cpus:       .asciz "ember-tiny: mp table cpus: "
 msg_bad_mp:     .asciz "ember-tiny: bad mp table\n"
 msg_pvh:        .asciz "ember-tiny: pvh start_info magic ok, cmdline: "
 msg_memmap:     .asciz ", memmap entries: "
+msg_modules:    .asciz ", modules: "
 msg_pvh_bad:    .asciz "ember-tiny: bad pvh start info\n"
 msg_nl:         .asciz "\n"
         .balign 16

@@ -2,9 +2,9 @@
 //! VM's topology (one socket, one thread per core, `count` cores), and the
 //! KVM signature leaf.
 //!
-//! Spec: Intel SDM Vol. 2A, CPUID: leaf 1 (EBX[31:24] initial APIC ID,
-//! EBX[23:16] logical processors, EDX[28] HTT, ECX[31] hypervisor),
-//! leaf 4 (EAX[31:26] cores - 1, EAX[25:14] sharing threads - 1), leaves
+//! Spec: Intel SDM Vol. 2A, CPUID: leaf 1 (`EBX[31:24]` initial APIC ID,
+//! `EBX[23:16]` logical processors, `EDX[28]` HTT, `ECX[31]` hypervisor),
+//! leaf 4 (`EAX[31:26]` cores - 1, `EAX[25:14]` sharing threads - 1), leaves
 //! 0xB / 0x1F (x2APIC topology); KVM: Documentation/virt/kvm/x86/cpuid.rst.
 
 use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};

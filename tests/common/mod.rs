@@ -1,0 +1,162 @@
+//! Helpers for the tests that run the real `ember` binary: assembling the
+//! tiny guest (`resources/tiny-guest/guest.S`) with binutils, checking for
+//! KVM, and running ember with a deadline.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The ember binary under test.
+pub const EMBER: &str = env!("CARGO_BIN_EXE_ember");
+/// Longest a tiny-guest run may take (they take milliseconds).
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Assembles and links the tiny guest with `MODE=mode` (and the PVH note
+/// if `pvh`); returns the ELF path.
+pub fn tiny_guest(mode: u32, pvh: bool) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = root.join("resources/tiny-guest/guest.S");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-guest");
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = format!(
+        "guest-{mode}{}-{}",
+        if pvh { "-pvh" } else { "" },
+        std::process::id()
+    );
+    let obj = dir.join(format!("{name}.o"));
+    let elf = dir.join(format!("{name}.elf"));
+    let mut asm = Command::new("as");
+    asm.args(["--64", "--defsym", &format!("MODE={mode}")]);
+    if pvh {
+        asm.args(["--defsym", "PVH=1"]);
+    }
+    let out = asm
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .expect("run `as` (binutils)");
+    assert!(
+        out.status.success(),
+        "as failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("ld")
+        .args([
+            "-m",
+            "elf_x86_64",
+            "-N",
+            "-Ttext=0x100000",
+            "-e",
+            "_start",
+            "--no-warn-rwx-segments",
+        ])
+        .arg(&obj)
+        .arg("-o")
+        .arg(&elf)
+        .output()
+        .expect("run `ld` (binutils)");
+    assert!(
+        out.status.success(),
+        "ld failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elf
+}
+
+/// True if KVM tests should run. Panics (fails the test loudly) if
+/// `/dev/kvm` is unusable, unless `EMBER_SKIP_KVM_TESTS=1`.
+pub fn kvm_available() -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var("EMBER_SKIP_KVM_TESTS").as_deref() == Ok("1") {
+                eprintln!("SKIPPED: /dev/kvm unusable ({e}) and EMBER_SKIP_KVM_TESTS=1");
+                false
+            } else {
+                panic!("/dev/kvm is unusable ({e}); set EMBER_SKIP_KVM_TESTS=1 to skip KVM tests");
+            }
+        }
+    }
+}
+
+/// Waits for `child` with [`DEADLINE`], killing it on timeout.
+pub fn wait(mut child: Child) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > DEADLINE {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "ember did not exit within {DEADLINE:?}; stdout: {}; stderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs ember with `args` and `stdin` bytes (then EOF).
+pub fn ember(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(EMBER)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // The guest may exit before reading: ignore EPIPE.
+    let _ = input.write_all(stdin);
+    drop(input);
+    wait(child)
+}
+
+/// Runs ember with `args` and stdin from /dev/null.
+pub fn ember_null(args: &[&str]) -> Output {
+    let child = Command::new(EMBER)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait(child)
+}
+
+/// Stdout and stderr as text.
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Reads from `r` until `needle` appears or the deadline passes.
+pub fn read_until(r: &mut impl Read, needle: &str) -> String {
+    let start = Instant::now();
+    let mut acc = Vec::new();
+    let mut buf = [0u8; 256];
+    while start.elapsed() < DEADLINE {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        acc.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&acc).contains(needle) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&acc).into_owned()
+}
