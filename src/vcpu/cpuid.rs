@@ -21,6 +21,12 @@ pub const KVM_FEATURES_LEAF: u32 = 0x4000_0001;
 const EDX_HTT: u32 = 1 << 28;
 /// Leaf 1 ECX: running under a hypervisor.
 const ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 0 EBX of AMD CPUs ("Auth" of "AuthenticAMD").
+const VENDOR_AMD_EBX: u32 = 0x6874_7541;
+/// AMD: address sizes and core count (`ECX[7:0]` NC, `ECX[15:12]` ApicIdSize).
+const LEAF_AMD_SIZES: u32 = 0x8000_0008;
+/// AMD: extended APIC ID, core and node IDs.
+const LEAF_AMD_TOPOLOGY: u32 = 0x8000_001e;
 /// Topology level types (leaf 0xB/0x1F ECX[15:8]).
 const LEVEL_SMT: u32 = 1;
 const LEVEL_CORE: u32 = 2;
@@ -59,6 +65,9 @@ pub fn vcpu_entries(
         .iter()
         .find(|e| e.function == 0)
         .map_or(0, |e| e.eax);
+    let amd = supported
+        .iter()
+        .any(|e| e.function == 0 && e.ebx == VENDOR_AMD_EBX);
     let mut out: Vec<kvm_cpuid_entry2> = supported
         .iter()
         .filter(|e| e.function != 0xb && e.function != 0x1f && e.function != KVM_SIGNATURE_LEAF)
@@ -81,6 +90,15 @@ pub fn vcpu_entries(
                 let cores = u32::from(count.min(64)) - 1;
                 let sharing = if level >= 3 { u32::from(count) - 1 } else { 0 };
                 e.eax = (e.eax & 0x3fff) | (cores << 26) | ((sharing & 0xfff) << 14);
+            }
+            LEAF_AMD_SIZES if amd => {
+                e.ecx = (e.ecx & !0xf0ff) | (id_shift(count) << 12) | (u32::from(count) - 1);
+            }
+            LEAF_AMD_TOPOLOGY if amd => {
+                // One thread per core, one node: the core ID is the APIC ID.
+                e.eax = u32::from(apic_id);
+                e.ebx = u32::from(apic_id);
+                e.ecx = 0;
             }
             _ => {}
         }
@@ -175,6 +193,27 @@ mod tests {
             .flat_map(|r| r.to_le_bytes())
             .collect();
         assert_eq!(&sig, b"KVMKVMKVM\0\0\0");
+    }
+
+    #[test]
+    fn amd_core_count() {
+        let mut sup = fake_supported();
+        sup[0].ebx = VENDOR_AMD_EBX;
+        sup.push(leaf(LEAF_AMD_SIZES, 0, 0x3030, 0, 0x7007, 0));
+        sup.push(leaf(LEAF_AMD_TOPOLOGY, 0, 9, 0x100, 0x301, 0));
+        let v = vcpu_entries(&sup, 3, 4);
+        let sizes = find(&v, LEAF_AMD_SIZES, 0);
+        assert_eq!(sizes.ecx, 0x2003);
+        assert_eq!(sizes.eax, 0x3030);
+        let topo = find(&v, LEAF_AMD_TOPOLOGY, 0);
+        assert_eq!((topo.eax, topo.ebx, topo.ecx), (3, 3, 0));
+        // Intel tables keep leaf 0x80000008 ECX as KVM reported it.
+        let mut intel = fake_supported();
+        intel.push(leaf(LEAF_AMD_SIZES, 0, 0x3030, 0, 0x7007, 0));
+        assert_eq!(
+            find(&vcpu_entries(&intel, 3, 4), LEAF_AMD_SIZES, 0).ecx,
+            0x7007
+        );
     }
 
     #[test]
