@@ -22,8 +22,11 @@ pub fn tiny_guest(mode: u32, pvh: bool) -> PathBuf {
     let src = root.join("resources/tiny-guest/guest.S");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-guest");
     std::fs::create_dir_all(&dir).unwrap();
+    // Tests run in parallel: every build gets its own file names.
+    static BUILDS: AtomicUsize = AtomicUsize::new(0);
+    let n = BUILDS.fetch_add(1, Ordering::SeqCst);
     let name = format!(
-        "guest-{mode}{}-{}",
+        "guest-{mode}{}-{}-{n}",
         if pvh { "-pvh" } else { "" },
         std::process::id()
     );
