@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{case, fact, facts, guest_files, lab_tests_skipped, qemu_files, run_in_lab};
+use common::lab::{case, fact, facts, guest_files, lab_tests_skipped, qemu_files, run_in_lab};
 
 #[test]
 fn qemu_microvm_boots_the_default_guest_in_the_lab() {

@@ -1,189 +1,168 @@
-//! Shared helpers for the tests that boot real Linux guests: build the
-//! default guest (`resources/guest/build.sh`, cached) and run a script in
-//! the nested KVM lab (`resources/lab/run.sh`).
-//!
-//! Lab tests cannot run without QEMU and the Debian archive; they fail
-//! loudly when something is missing. `EMBER_SKIP_LAB_TESTS=1` is the one
-//! explicit opt-out (CI never sets it): each such test then says it was
-//! skipped and asserts nothing.
+//! Helpers for the tests that run the real `ember` binary: assembling the
+//! tiny guest (`resources/tiny-guest/guest.S`) with binutils, checking for
+//! KVM, and running ember with a deadline.
 
 #![allow(dead_code)]
 
+pub mod lab;
+
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-/// The repository root.
-pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+/// The ember binary under test.
+pub const EMBER: &str = env!("CARGO_BIN_EXE_ember");
+/// Longest a tiny-guest run may take (they take milliseconds).
+pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// True when the caller opted out of lab tests with `EMBER_SKIP_LAB_TESTS=1`.
-pub fn lab_tests_skipped(test: &str) -> bool {
-    let skip = std::env::var("EMBER_SKIP_LAB_TESTS").is_ok_and(|v| v == "1");
-    if skip {
-        eprintln!("{test}: SKIPPED (EMBER_SKIP_LAB_TESTS=1)");
+/// Assembles and links the tiny guest with `MODE=mode` (and the PVH note
+/// if `pvh`); returns the ELF path.
+pub fn tiny_guest(mode: u32, pvh: bool) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = root.join("resources/tiny-guest/guest.S");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-guest");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Tests run in parallel: every build gets its own file names.
+    static BUILDS: AtomicUsize = AtomicUsize::new(0);
+    let n = BUILDS.fetch_add(1, Ordering::SeqCst);
+    let name = format!(
+        "guest-{mode}{}-{}-{n}",
+        if pvh { "-pvh" } else { "" },
+        std::process::id()
+    );
+    let obj = dir.join(format!("{name}.o"));
+    let elf = dir.join(format!("{name}.elf"));
+    let mut asm = Command::new("as");
+    asm.args(["--64", "--defsym", &format!("MODE={mode}")]);
+    if pvh {
+        asm.args(["--defsym", "PVH=1"]);
     }
-    skip
+    let out = asm
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .expect("run `as` (binutils)");
+    assert!(
+        out.status.success(),
+        "as failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("ld")
+        .args([
+            "-m",
+            "elf_x86_64",
+            "-N",
+            "-Ttext=0x100000",
+            "-e",
+            "_start",
+            "--no-warn-rwx-segments",
+        ])
+        .arg(&obj)
+        .arg("-o")
+        .arg(&elf)
+        .output()
+        .expect("run `ld` (binutils)");
+    assert!(
+        out.status.success(),
+        "ld failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elf
 }
 
-/// The directory of the default guest's artifacts, built once per process.
-pub fn guest_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = Command::new(repo().join("resources/guest/build.sh"))
-            .output()
-            .expect("cannot run resources/guest/build.sh");
-        assert!(
-            out.status.success(),
-            "resources/guest/build.sh failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        for f in ["vmlinux", "bzImage", "initramfs.cpio.gz", "rootfs.ext4"] {
-            assert!(
-                dir.join(f).is_file(),
-                "the guest build left no {f} in {dir:?}"
+/// True if KVM tests should run. Panics (fails the test loudly) if
+/// `/dev/kvm` is unusable, unless `EMBER_SKIP_KVM_TESTS=1`.
+pub fn kvm_available() -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var("EMBER_SKIP_KVM_TESTS").as_deref() == Ok("1") {
+                eprintln!("SKIPPED: /dev/kvm unusable ({e}) and EMBER_SKIP_KVM_TESTS=1");
+                false
+            } else {
+                panic!("/dev/kvm is unusable ({e}); set EMBER_SKIP_KVM_TESTS=1 to skip KVM tests");
+            }
+        }
+    }
+}
+
+/// Waits for `child` with [`DEADLINE`], killing it on timeout.
+pub fn wait(mut child: Child) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > DEADLINE {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "ember did not exit within {DEADLINE:?}; stdout: {}; stderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
             );
         }
-        dir
-    })
-}
-
-/// What a lab run gave back.
-#[derive(Debug)]
-pub struct LabRun {
-    /// The script's exit status (124: it passed its deadline; 125: the lab
-    /// itself failed twice).
-    pub status: i32,
-    /// The script's output from the last lab attempt, `\r` removed.
-    pub stdout: String,
-    /// The lab's own messages (mode, failures).
-    pub stderr: String,
-}
-
-/// Runs `script` (a file under `tests/lab/`) in the lab with `files` (paths,
-/// or `SRC=/ABS/DEST`), with a deadline of `timeout_s` seconds.
-pub fn run_in_lab(script: &str, files: &[String], timeout_s: u32) -> LabRun {
-    let mut cmd = Command::new(repo().join("resources/lab/run.sh"));
-    cmd.arg("--timeout").arg(timeout_s.to_string());
-    for f in files {
-        cmd.arg("--file").arg(f);
-    }
-    cmd.arg(repo().join("tests/lab").join(script));
-    let out = cmd.output().expect("cannot run resources/lab/run.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    // A lab failure is retried once; only the last attempt counts.
-    let stdout = match stdout.rfind("==== lab: retrying in a fresh lab") {
-        Some(at) => stdout[at..].to_string(),
-        None => stdout,
-    };
-    let run = LabRun {
-        status: out.status.code().unwrap_or(-1),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert_ne!(
-        run.status, 125,
-        "the lab itself failed (not the code under test):\n{}",
-        run.stderr
-    );
-    run
-}
-
-/// The files QEMU needs in the lab: its binary (libraries follow) and the
-/// microvm firmware, at their host paths.
-pub fn qemu_files() -> Vec<String> {
-    let qemu = which("qemu-system-x86_64");
-    let mut files = vec![format!("{}={}", qemu.display(), qemu.display())];
-    for fw in ["qboot.rom", "bios-microvm.bin"] {
-        let path = Path::new("/usr/share/qemu").join(fw);
-        assert!(path.exists(), "QEMU firmware {path:?} is missing");
-        files.push(format!("{}={}", path.display(), path.display()));
-    }
-    files
-}
-
-/// The default guest's artifacts as lab files.
-pub fn guest_files() -> Vec<String> {
-    ["vmlinux", "bzImage", "initramfs.cpio.gz", "rootfs.ext4"]
-        .iter()
-        .map(|f| guest_dir().join(f).display().to_string())
-        .collect()
-}
-
-/// The full path of a program on PATH.
-pub fn which(program: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(program))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| panic!("{program} is not on PATH"))
-}
-
-/// One guest boot's section of a lab script's output, between
-/// `=== CASE NAME` and `=== END NAME status=N`.
-#[derive(Debug)]
-pub struct Case {
-    /// The guest's console output.
-    pub output: String,
-    /// The VMM's exit status.
-    pub status: i32,
-}
-
-/// Finds the case called `name` in a lab script's output.
-pub fn case(stdout: &str, name: &str) -> Case {
-    let start_tag = format!("=== CASE {name}\n");
-    let start = stdout
-        .find(&start_tag)
-        .unwrap_or_else(|| panic!("case {name} never started; output:\n{stdout}"))
-        + start_tag.len();
-    let end_tag = format!("=== END {name} status=");
-    let end = stdout[start..]
-        .find(&end_tag)
-        .unwrap_or_else(|| panic!("case {name} never ended; output:\n{stdout}"))
-        + start;
-    let status = stdout[end + end_tag.len()..]
-        .lines()
-        .next()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| panic!("case {name}: unreadable status"));
-    Case {
-        output: stdout[start..end].to_string(),
-        status,
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// The guest's facts line (`EMBER-FACTS key=value ...`) as (key, value)
-/// pairs, asserting the init marker came first.
-pub fn facts(case_name: &str, output: &str) -> Vec<(String, String)> {
-    let marker = output
-        .find("EMBER-GUEST-INIT-REACHED")
-        .unwrap_or_else(|| panic!("{case_name}: the guest never reached init; console:\n{output}"));
-    let line = output[marker..]
-        .lines()
-        .find(|l| l.starts_with("EMBER-FACTS "))
-        .unwrap_or_else(|| panic!("{case_name}: no facts line; console:\n{output}"));
-    let mut pairs = Vec::new();
-    let rest = &line["EMBER-FACTS ".len()..];
-    let (head, cmdline) = rest.split_once(" cmdline=").unwrap_or((rest, ""));
-    for kv in head.split_whitespace() {
-        if let Some((k, v)) = kv.split_once('=') {
-            pairs.push((k.to_string(), v.to_string()));
+/// Runs ember with `args` and `stdin` bytes (then EOF).
+pub fn ember(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(EMBER)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // The guest may exit before reading: ignore EPIPE.
+    let _ = input.write_all(stdin);
+    drop(input);
+    wait(child)
+}
+
+/// Runs ember with `args` and stdin from /dev/null.
+pub fn ember_null(args: &[&str]) -> Output {
+    let child = Command::new(EMBER)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait(child)
+}
+
+/// Stdout and stderr as text.
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Reads from `r` until `needle` appears or the deadline passes.
+pub fn read_until(r: &mut impl Read, needle: &str) -> String {
+    let start = Instant::now();
+    let mut acc = Vec::new();
+    let mut buf = [0u8; 256];
+    while start.elapsed() < DEADLINE {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        acc.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&acc).contains(needle) {
+            break;
         }
     }
-    pairs.push(("cmdline".into(), cmdline.trim_matches('"').to_string()));
-    pairs
-}
-
-/// The value of `key` in a facts line.
-pub fn fact<'a>(facts: &'a [(String, String)], key: &str) -> &'a str {
-    facts
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("no {key} in the facts {facts:?}"))
+    String::from_utf8_lossy(&acc).into_owned()
 }

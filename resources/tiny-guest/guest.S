@@ -1,0 +1,286 @@
+/*
+ * ember tiny test guest (GNU as, AT&T syntax), assembled and linked by the
+ * tests in tests/tiny_guest.rs:
+ *
+ *   as --64 --defsym MODE=<n> [--defsym PVH=1] guest.S -o guest.o
+ *   ld -m elf_x86_64 -N -Ttext=0x100000 -e _start guest.o -o guest.elf
+ *
+ * _start is the 64-bit entry (Linux 64-bit boot protocol: long mode,
+ * rsi = zero page). With PVH=1 the ELF also has a XEN_ELFNOTE_PHYS32_ENTRY
+ * note for pvh_start (32-bit protected mode, paging off, ebx = start info).
+ *
+ * MODE selects what the 64-bit entry does after checking the zero page:
+ *   0 hello: print the zero page magic and the command line, then reset
+ *   1 triple fault: print a line, then touch unmapped memory (no IDT)
+ *   2 mmio: read 4 bytes from 0xd0000000 (no device), print them in hex
+ *   3 echo: copy COM1 input to output until '.', then reset
+ *   4 cpus: count processor entries in the MP table, print, reset
+ *   5 int3: an instruction PVM's CPL0 emulator rejects
+ *
+ * Only plain integer instructions: PVM emulates guest CPL0 code.
+ */
+        .set COM1, 0x3f8
+        .set COM1_LSR, 0x3fd
+        .set I8042_CMD, 0x64
+
+        .text
+        .code64
+        .globl _start
+_start:
+        mov     %rsi, %r12              /* zero page */
+        cmpl    $0x53726448, 0x202(%r12) /* "HdrS" */
+        jne     bad_zero_page
+
+.if MODE == 0
+        lea     msg_linux64(%rip), %rdi
+        call    puts
+        mov     0x228(%r12), %edi       /* hdr.cmd_line_ptr */
+        call    puts
+        lea     msg_e820(%rip), %rdi
+        call    puts
+        movzbl  0x1e8(%r12), %edi       /* e820_entries */
+        call    putdec
+        lea     msg_initrd(%rip), %rdi
+        call    puts
+        mov     0x21c(%r12), %edi       /* hdr.ramdisk_size */
+        call    puthex32
+        lea     msg_nl(%rip), %rdi
+        call    puts
+        jmp     reset
+.endif
+
+.if MODE == 1
+        lea     msg_tf(%rip), %rdi
+        call    puts
+        movabs  $0x4000000000, %rax     /* not mapped by the boot page tables */
+        mov     (%rax), %rax            /* #PF -> no IDT -> triple fault */
+        lea     msg_survived(%rip), %rdi
+        call    puts
+        jmp     reset
+.endif
+
+.if MODE == 2
+        mov     $0xd0000000, %eax
+        mov     (%rax), %edi            /* MMIO read, nothing there */
+        mov     %edi, %r13d
+        lea     msg_mmio(%rip), %rdi
+        call    puts
+        mov     %r13d, %edi
+        call    puthex32
+        lea     msg_nl(%rip), %rdi
+        call    puts
+        jmp     reset
+.endif
+
+.if MODE == 3
+        lea     msg_echo(%rip), %rdi
+        call    puts
+        mov     $0, %r13d               /* bytes echoed */
+1:      mov     $COM1_LSR, %dx
+        inb     %dx, %al
+        test    $1, %al                 /* data ready */
+        jz      1b
+        mov     $COM1, %dx
+        inb     %dx, %al
+        cmp     $'.', %al
+        je      2f
+        outb    %al, %dx
+        inc     %r13d
+        jmp     1b
+2:      lea     msg_echo_done(%rip), %rdi
+        call    puts
+        mov     %r13d, %edi
+        call    putdec
+        lea     msg_nl(%rip), %rdi
+        call    puts
+        jmp     reset
+.endif
+
+.if MODE == 4
+        mov     $0xf0000, %esi
+        cmpl    $0x5f504d5f, (%rsi)     /* "_MP_" */
+        jne     bad_mp
+        mov     4(%rsi), %esi           /* configuration table */
+        cmpl    $0x504d4350, (%rsi)     /* "PCMP" */
+        jne     bad_mp
+        movzwl  34(%rsi), %ecx          /* entry count */
+        lea     44(%rsi), %rsi
+        xor     %edi, %edi              /* processors */
+1:      test    %ecx, %ecx
+        jz      3f
+        cmpb    $0, (%rsi)
+        jne     2f
+        inc     %edi
+        add     $20, %rsi
+        dec     %ecx
+        jmp     1b
+2:      add     $8, %rsi
+        dec     %ecx
+        jmp     1b
+3:      mov     %edi, %r13d
+        lea     msg_cpus(%rip), %rdi
+        call    puts
+        mov     %r13d, %edi
+        call    putdec
+        lea     msg_nl(%rip), %rdi
+        call    puts
+        jmp     reset
+bad_mp:
+        lea     msg_bad_mp(%rip), %rdi
+        call    puts
+        jmp     reset
+.endif
+
+.if MODE == 5
+        lea     msg_int3(%rip), %rdi
+        call    puts
+        int3                            /* PVM: emulation failure; VMX/SVM: no IDT -> triple fault */
+        jmp     reset
+.endif
+
+bad_zero_page:
+        lea     msg_bad_zp(%rip), %rdi
+        call    puts
+reset:
+        mov     $0xfe, %al
+        outb    %al, $I8042_CMD
+1:      hlt
+        jmp     1b
+
+/* puts: print the NUL-terminated string at rdi. */
+puts:
+        mov     $COM1, %dx
+1:      movb    (%rdi), %al
+        test    %al, %al
+        jz      2f
+        outb    %al, %dx
+        inc     %rdi
+        jmp     1b
+2:      ret
+
+/* puthex32: print edi as 8 hex digits. */
+puthex32:
+        mov     $COM1, %dx
+        mov     $8, %ecx
+1:      rol     $4, %edi
+        mov     %edi, %eax
+        and     $0xf, %eax
+        cmp     $10, %eax
+        jb      2f
+        add     $('a' - '0' - 10), %eax
+2:      add     $'0', %eax
+        outb    %al, %dx
+        dec     %ecx
+        jnz     1b
+        ret
+
+/* putdec: print edi (< 1000) in decimal, without leading zeros. */
+putdec:
+        mov     $COM1, %dx
+        mov     %edi, %eax
+        cmp     $100, %eax
+        jb      1f
+        xor     %ecx, %ecx
+0:      sub     $100, %eax              /* hundreds by subtraction: no div */
+        inc     %ecx
+        cmp     $100, %eax
+        jae     0b
+        mov     %eax, %edi
+        lea     '0'(%ecx), %eax
+        outb    %al, %dx
+        mov     %edi, %eax
+        jmp     2f
+1:      cmp     $10, %eax
+        jb      3f
+2:      xor     %ecx, %ecx
+        cmp     $10, %eax
+        jb      5f
+4:      sub     $10, %eax
+        inc     %ecx
+        cmp     $10, %eax
+        jae     4b
+5:      mov     %eax, %edi
+        lea     '0'(%ecx), %eax
+        outb    %al, %dx
+        mov     %edi, %eax
+3:      add     $'0', %eax
+        outb    %al, %dx
+        ret
+
+.ifdef PVH
+        .code32
+        .globl pvh_start
+pvh_start:
+        mov     $pvh_stack_top, %esp
+        cmpl    $0x336ec578, (%ebx)     /* XEN_HVM_START_MAGIC_VALUE */
+        jne     pvh_bad
+        mov     $msg_pvh, %esi
+        call    puts32
+        mov     24(%ebx), %esi          /* cmdline_paddr */
+        call    puts32
+        mov     $msg_memmap, %esi
+        call    puts32
+        mov     48(%ebx), %eax          /* memmap_entries (< 10) */
+        add     $'0', %al
+        mov     $COM1, %dx
+        outb    %al, %dx
+        mov     $msg_modules, %esi
+        call    puts32
+        mov     12(%ebx), %eax          /* nr_modules (< 10) */
+        add     $'0', %al
+        mov     $COM1, %dx
+        outb    %al, %dx
+        mov     $msg_nl, %esi
+        call    puts32
+        jmp     pvh_reset
+pvh_bad:
+        mov     $msg_pvh_bad, %esi
+        call    puts32
+pvh_reset:
+        mov     $0xfe, %al
+        outb    %al, $I8042_CMD
+1:      hlt
+        jmp     1b
+puts32:
+        mov     $COM1, %dx
+1:      movb    (%esi), %al
+        test    %al, %al
+        jz      2f
+        outb    %al, %dx
+        inc     %esi
+        jmp     1b
+2:      ret
+        .code64
+
+        .section .note.Xen, "a", @note
+        .balign 4
+        .long   4                       /* namesz: "Xen\0" */
+        .long   4                       /* descsz */
+        .long   18                      /* XEN_ELFNOTE_PHYS32_ENTRY */
+        .asciz  "Xen"
+        .balign 4
+        .long   pvh_start
+        .balign 4
+.endif
+
+        .data
+msg_linux64:    .asciz "ember-tiny: linux64 zero page HdrS ok, cmdline: "
+msg_e820:       .asciz ", e820 entries: "
+msg_initrd:     .asciz ", initrd size: 0x"
+msg_int3:       .asciz "ember-tiny: int3 next\n"
+msg_bad_zp:     .asciz "ember-tiny: bad zero page\n"
+msg_tf:         .asciz "ember-tiny: triple fault next\n"
+msg_survived:   .asciz "ember-tiny: survived the fault?!\n"
+msg_mmio:       .asciz "ember-tiny: mmio read 0x"
+msg_echo:       .asciz "ember-tiny: echo ready\n"
+msg_echo_done:  .asciz "\nember-tiny: echo done, bytes: "
+msg_cpus:       .asciz "ember-tiny: mp table cpus: "
+msg_bad_mp:     .asciz "ember-tiny: bad mp table\n"
+msg_pvh:        .asciz "ember-tiny: pvh start_info magic ok, cmdline: "
+msg_memmap:     .asciz ", memmap entries: "
+msg_modules:    .asciz ", modules: "
+msg_pvh_bad:    .asciz "ember-tiny: bad pvh start info\n"
+msg_nl:         .asciz "\n"
+        .balign 16
+pvh_stack:      .fill 256, 1, 0
+pvh_stack_top:

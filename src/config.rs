@@ -1,0 +1,312 @@
+//! The validated VM configuration every front end produces.
+//!
+//! [`VmConfig::new`] checks everything that can be checked without KVM:
+//! sizes, vCPU count, the command line, and that the kernel and initrd are
+//! readable files. Host limits (memory the host can give, `/dev/kvm`) are
+//! checked when the VM is built.
+
+use std::path::{Path, PathBuf};
+
+use crate::layout;
+
+/// Default guest memory: 128 MiB.
+pub const DEFAULT_MEMORY: u64 = 128 << 20;
+/// Default kernel command line: serial console, reset on panic and reboot
+/// through the keyboard controller.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
+
+/// Configuration errors: each names the input that is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A size could not be parsed.
+    #[error("invalid size {0:?}: expected a number of MiB or a number with a K, M, G or T suffix")]
+    SizeSyntax(String),
+    /// Memory below the minimum.
+    #[error("memory size {got} MiB is too small: ember needs at least {min} MiB")]
+    MemoryTooSmall {
+        /// Requested MiB.
+        got: u64,
+        /// Minimum MiB.
+        min: u64,
+    },
+    /// Memory above what the layout supports.
+    #[error("memory size {got} MiB is too large: ember supports at most {max} MiB")]
+    MemoryTooLarge {
+        /// Requested MiB.
+        got: u64,
+        /// Maximum MiB.
+        max: u64,
+    },
+    /// Memory not a multiple of 4 KiB.
+    #[error("memory size {0} bytes is not a multiple of 4 KiB")]
+    MemoryUnaligned(u64),
+    /// vCPU count out of range.
+    #[error("invalid vCPU count {got}: must be between 1 and {max}")]
+    Cpus {
+        /// Requested count.
+        got: u64,
+        /// Maximum count.
+        max: u8,
+    },
+    /// The kernel or initrd cannot be opened.
+    #[error("cannot read {what} {path}")]
+    Unreadable {
+        /// "kernel" or "initrd".
+        what: &'static str,
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel or initrd is not a regular file.
+    #[error("{what} {path} is not a regular file")]
+    NotAFile {
+        /// "kernel" or "initrd".
+        what: &'static str,
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The command line is too long or has characters the kernel rejects.
+    #[error("invalid kernel command line")]
+    Cmdline(#[source] linux_loader::cmdline::Error),
+    /// Unknown boot mode name.
+    #[error("invalid boot mode {0:?}: expected auto, pvh or linux64")]
+    BootMode(String),
+}
+
+/// Which entry protocol to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BootMode {
+    /// PVH when the ELF has a PVH note, else the 64-bit Linux boot protocol.
+    #[default]
+    Auto,
+    /// Require the PVH entry (ELF with a `XEN_ELFNOTE_PHYS32_ENTRY` note).
+    Pvh,
+    /// Force the 64-bit Linux boot protocol even if a PVH note exists.
+    Linux64,
+}
+
+impl std::str::FromStr for BootMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "auto" => Ok(BootMode::Auto),
+            "pvh" => Ok(BootMode::Pvh),
+            "linux64" | "linux" => Ok(BootMode::Linux64),
+            _ => Err(Error::BootMode(s.to_string())),
+        }
+    }
+}
+
+/// A validated VM configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Kernel image: ELF vmlinux (with or without PVH note) or bzImage.
+    pub kernel: PathBuf,
+    /// Optional initial ramdisk.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Guest memory in bytes (multiple of 4 KiB).
+    pub memory: u64,
+    /// Number of vCPUs.
+    pub cpus: u8,
+    /// Entry protocol choice.
+    pub boot_mode: BootMode,
+    /// KVM device node (normally `/dev/kvm`).
+    pub kvm_device: PathBuf,
+}
+
+impl VmConfig {
+    /// Validates the raw inputs and builds a configuration.
+    pub fn new(
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: Option<String>,
+        memory: u64,
+        cpus: u64,
+        boot_mode: BootMode,
+    ) -> Result<Self, Error> {
+        check_file("kernel", &kernel)?;
+        if let Some(path) = &initrd {
+            check_file("initrd", path)?;
+        }
+        let memory = check_memory(memory)?;
+        let cpus = match u8::try_from(cpus) {
+            Ok(n) if (1..=layout::MAX_VCPUS).contains(&n) => n,
+            _ => {
+                return Err(Error::Cpus {
+                    got: cpus,
+                    max: layout::MAX_VCPUS,
+                })
+            }
+        };
+        let cmdline = cmdline.unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
+        linux_loader::cmdline::Cmdline::try_from(&cmdline, layout::CMDLINE_MAX_SIZE)
+            .map_err(Error::Cmdline)?;
+        Ok(VmConfig {
+            kernel,
+            initrd,
+            cmdline,
+            memory,
+            cpus,
+            boot_mode,
+            kvm_device: PathBuf::from(crate::kvm::KVM_PATH),
+        })
+    }
+}
+
+fn check_memory(bytes: u64) -> Result<u64, Error> {
+    const MIB: u64 = 1 << 20;
+    if bytes < layout::MIN_MEMORY {
+        return Err(Error::MemoryTooSmall {
+            got: bytes / MIB,
+            min: layout::MIN_MEMORY / MIB,
+        });
+    }
+    if bytes > layout::MAX_MEMORY {
+        return Err(Error::MemoryTooLarge {
+            got: bytes / MIB,
+            max: layout::MAX_MEMORY / MIB,
+        });
+    }
+    if !bytes.is_multiple_of(4096) {
+        return Err(Error::MemoryUnaligned(bytes));
+    }
+    Ok(bytes)
+}
+
+fn check_file(what: &'static str, path: &Path) -> Result<(), Error> {
+    let file = std::fs::File::open(path).map_err(|source| Error::Unreadable {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let meta = file.metadata().map_err(|source| Error::Unreadable {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(Error::NotAFile {
+            what,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Parses a size: a plain number is MiB; suffixes K, M, G, T (optionally
+/// followed by `iB` or `B`) are binary multiples. Returns bytes.
+pub fn parse_size(text: &str) -> Result<u64, Error> {
+    let err = || Error::SizeSyntax(text.to_string());
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits_end);
+    if num.is_empty() {
+        return Err(err());
+    }
+    let value: u64 = num.parse().map_err(|_| err())?;
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" | "M" | "MB" | "MIB" => 20,
+        "K" | "KB" | "KIB" => 10,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(err()),
+    };
+    value.checked_mul(1u64 << shift).ok_or_else(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel_file() -> PathBuf {
+        // Any readable regular file will do for validation.
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_size("128").unwrap(), 128 << 20);
+        assert_eq!(parse_size("65536K").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("16G").unwrap(), 16 << 30);
+        for bad in ["", "M", "12X", "-1", "1.5G", "99999999999999999999"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_size("18446744073709551615G").is_err());
+    }
+
+    #[test]
+    fn validation() {
+        let ok = |mem, cpus| VmConfig::new(kernel_file(), None, None, mem, cpus, BootMode::Auto);
+        let c = ok(DEFAULT_MEMORY, 1).unwrap();
+        assert_eq!(c.cmdline, DEFAULT_CMDLINE);
+        assert_eq!(c.cpus, 1);
+        assert!(ok(64 << 20, 254).is_ok());
+        assert!(ok(16 << 30, 16).is_ok());
+        assert!(matches!(ok(63 << 20, 1), Err(Error::MemoryTooSmall { .. })));
+        assert!(matches!(ok(2 << 40, 1), Err(Error::MemoryTooLarge { .. })));
+        assert!(matches!(
+            ok((64 << 20) + 1, 1),
+            Err(Error::MemoryUnaligned(_))
+        ));
+        assert!(matches!(ok(DEFAULT_MEMORY, 0), Err(Error::Cpus { .. })));
+        assert!(matches!(ok(DEFAULT_MEMORY, 255), Err(Error::Cpus { .. })));
+        assert!(matches!(
+            ok(DEFAULT_MEMORY, 1 << 40),
+            Err(Error::Cpus { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_files() {
+        let r = VmConfig::new(
+            "/nonexistent/vmlinux".into(),
+            None,
+            None,
+            DEFAULT_MEMORY,
+            1,
+            BootMode::Auto,
+        );
+        assert!(matches!(r, Err(Error::Unreadable { what: "kernel", .. })));
+        let r = VmConfig::new("/".into(), None, None, DEFAULT_MEMORY, 1, BootMode::Auto);
+        assert!(matches!(r, Err(Error::NotAFile { .. })));
+        let r = VmConfig::new(
+            kernel_file(),
+            Some("/nonexistent/initrd".into()),
+            None,
+            DEFAULT_MEMORY,
+            1,
+            BootMode::Auto,
+        );
+        assert!(matches!(r, Err(Error::Unreadable { what: "initrd", .. })));
+    }
+
+    #[test]
+    fn cmdline_checked() {
+        let long = "x".repeat(layout::CMDLINE_MAX_SIZE + 1);
+        let r = VmConfig::new(
+            kernel_file(),
+            None,
+            Some(long),
+            DEFAULT_MEMORY,
+            1,
+            BootMode::Auto,
+        );
+        assert!(matches!(r, Err(Error::Cmdline(_))));
+    }
+
+    #[test]
+    fn boot_modes() {
+        assert_eq!("pvh".parse::<BootMode>().unwrap(), BootMode::Pvh);
+        assert_eq!("linux64".parse::<BootMode>().unwrap(), BootMode::Linux64);
+        assert_eq!("auto".parse::<BootMode>().unwrap(), BootMode::Auto);
+        assert!("efi".parse::<BootMode>().is_err());
+    }
+}

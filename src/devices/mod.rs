@@ -1,0 +1,20 @@
+//! Emulated devices: the [`bus::Bus`] they sit on, the COM1 16550 UART
+//! ([`serial`]) and the i8042 reset line ([`i8042`]).
+
+pub mod bus;
+pub mod i8042;
+pub mod serial;
+
+use vmm_sys_util::eventfd::EventFd;
+
+/// A vm-superio [`Trigger`](vm_superio::Trigger) that writes an eventfd
+/// (registered with KVM as an irqfd for interrupts).
+#[derive(Debug)]
+pub struct EventFdTrigger(pub EventFd);
+
+impl vm_superio::Trigger for EventFdTrigger {
+    type E = std::io::Error;
+    fn trigger(&self) -> std::io::Result<()> {
+        self.0.write(1)
+    }
+}

@@ -1,0 +1,123 @@
+//! Guest RAM: the split around the 32-bit MMIO gap, the anonymous mappings
+//! (`MAP_NORESERVE`, no prefault) and their KVM memory slots.
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+use crate::layout::{HIGH_RAM_START, MMIO_GAP_START};
+
+/// The guest memory type used throughout ember.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
+
+/// Guest memory errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request exceeds the host's RAM.
+    #[error("memory size {want_mib} MiB is larger than the host can give ({host_mib} MiB of RAM)")]
+    HostTooSmall {
+        /// Requested MiB.
+        want_mib: u64,
+        /// Host MemTotal in MiB.
+        host_mib: u64,
+    },
+    /// mmap of the guest RAM failed.
+    #[error("cannot map {0} MiB of guest memory")]
+    Mmap(u64, #[source] vm_memory::mmap::FromRangesError),
+    /// KVM refused a memory slot.
+    #[error("cannot register guest memory slot {0} with KVM")]
+    Slot(u32, #[source] kvm_ioctls::Error),
+}
+
+/// RAM ranges for `size` bytes: low RAM from 0 up to the MMIO gap, the
+/// rest from 4 GiB.
+pub fn ram_regions(size: u64) -> Vec<(GuestAddress, usize)> {
+    let low = size.min(MMIO_GAP_START);
+    let mut regions = vec![(GuestAddress(0), low as usize)];
+    if size > low {
+        regions.push((GuestAddress(HIGH_RAM_START), (size - low) as usize));
+    }
+    regions
+}
+
+/// End (exclusive) of RAM below the MMIO gap.
+pub fn low_ram_end(size: u64) -> u64 {
+    size.min(MMIO_GAP_START)
+}
+
+/// Host RAM in bytes, from `/proc/meminfo` (`None` if unreadable).
+pub fn host_ram() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Maps guest RAM (no prefault, `MAP_NORESERVE`) after checking that the
+/// host has that much RAM.
+pub fn create(size: u64) -> Result<GuestMemoryMmap, Error> {
+    if let Some(host) = host_ram() {
+        if size > host {
+            return Err(Error::HostTooSmall {
+                want_mib: size >> 20,
+                host_mib: host >> 20,
+            });
+        }
+    }
+    // vm-memory maps anonymous regions with MAP_PRIVATE | MAP_NORESERVE and
+    // does not touch them: pages are allocated on the guest's first access.
+    GuestMemoryMmap::from_ranges(&ram_regions(size)).map_err(|e| Error::Mmap(size >> 20, e))
+}
+
+/// Registers every region as a KVM memory slot (slot numbers from 0).
+pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), Error> {
+    for (slot, region) in mem.iter().enumerate() {
+        let slot = slot as u32;
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(|_| Error::Slot(slot, kvm_ioctls::Error::new(libc::EFAULT)))?;
+        let desc = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the host range belongs to `mem`, which the VMM keeps alive
+        // (in an Arc shared with every vCPU) for as long as the VM exists.
+        unsafe { vm.set_user_memory_region(desc) }.map_err(|e| Error::Slot(slot, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_around_gap() {
+        assert_eq!(ram_regions(128 << 20), vec![(GuestAddress(0), 128 << 20)]);
+        assert_eq!(ram_regions(3 << 30), vec![(GuestAddress(0), 3 << 30)]);
+        assert_eq!(
+            ram_regions(4 << 30),
+            vec![(GuestAddress(0), 3 << 30), (GuestAddress(4 << 30), 1 << 30)]
+        );
+        assert_eq!(
+            ram_regions(16 << 30),
+            vec![
+                (GuestAddress(0), 3 << 30),
+                (GuestAddress(4 << 30), 13 << 30)
+            ]
+        );
+        assert_eq!(low_ram_end(16 << 30), MMIO_GAP_START);
+        assert_eq!(low_ram_end(64 << 20), 64 << 20);
+    }
+
+    #[test]
+    fn map_16g_without_touching() {
+        // MAP_NORESERVE: 16 GiB of address space costs nothing until used.
+        let mem = GuestMemoryMmap::from_ranges(&ram_regions(16 << 30)).unwrap();
+        assert_eq!(mem.num_regions(), 2);
+        assert_eq!(mem.last_addr(), GuestAddress((4 << 30) + (13 << 30) - 1));
+    }
+}

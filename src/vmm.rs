@@ -1,0 +1,129 @@
+//! Builds the VM in boot order and runs it until it stops.
+//!
+//! [`run`]: map guest memory → load the kernel, initrd and boot structures
+//! → open KVM → create the VM and register the memory (before the irqchip
+//! and vCPUs: cheaper on PVM) → TSS, identity map, irqchip, PIT → GDT/IDT
+//! and page tables → devices → vCPUs → signals and raw terminal → vCPU
+//! threads → event loop → stop and join the vCPUs.
+
+use std::sync::Arc;
+
+use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+
+use crate::config::VmConfig;
+use crate::event_loop::{EventLoop, ExitEvent, SignalFd, StdinForwarder, StopReason};
+use crate::layout::{KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
+use crate::{boot, device_manager, event_loop, kvm, memory, terminal, vcpu};
+
+/// Errors building or running the VM, one variant per step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `/dev/kvm` unusable.
+    #[error(transparent)]
+    Kvm(#[from] kvm::Error),
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] memory::Error),
+    /// KVM_CREATE_VM failed.
+    #[error("cannot create the VM")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    /// KVM_SET_TSS_ADDR / KVM_SET_IDENTITY_MAP_ADDR failed.
+    #[error("cannot set the TSS or identity-map address")]
+    TssAddr(#[source] kvm_ioctls::Error),
+    /// KVM_CREATE_IRQCHIP failed.
+    #[error("cannot create the in-kernel irqchip")]
+    Irqchip(#[source] kvm_ioctls::Error),
+    /// KVM_CREATE_PIT2 failed.
+    #[error("cannot create the in-kernel PIT")]
+    Pit(#[source] kvm_ioctls::Error),
+    /// Kernel loading.
+    #[error(transparent)]
+    Boot(#[from] boot::Error),
+    /// KVM_GET_SUPPORTED_CPUID or KVM_GET_VCPU_MMAP_SIZE failed.
+    #[error("cannot query KVM for CPUID or the vCPU mapping size")]
+    KvmQuery(#[source] kvm_ioctls::Error),
+    /// vCPU setup or start.
+    #[error(transparent)]
+    Vcpu(#[from] vcpu::Error),
+    /// Devices.
+    #[error(transparent)]
+    Devices(#[from] device_manager::Error),
+    /// Terminal.
+    #[error(transparent)]
+    Terminal(#[from] terminal::Error),
+    /// Event loop.
+    #[error(transparent)]
+    EventLoop(#[from] event_loop::Error),
+}
+
+/// Boots the VM described by `config` and runs it until it stops.
+pub fn run(config: &VmConfig) -> Result<StopReason, Error> {
+    // Guest memory and the kernel first: bad input is reported before
+    // host problems, and neither needs KVM.
+    let mem = memory::create(config.memory)?;
+    let entry = boot::load(&mem, config)?;
+    let kvm = kvm::open(&config.kvm_device)?;
+    let vm = kvm.create_vm().map_err(Error::CreateVm)?;
+    memory::register(&vm, &mem)?;
+    vm.set_tss_address(KVM_TSS_ADDR as usize)
+        .map_err(Error::TssAddr)?;
+    vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
+        .map_err(Error::TssAddr)?;
+    vm.create_irq_chip().map_err(Error::Irqchip)?;
+    vm.create_pit2(kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    })
+    .map_err(Error::Pit)?;
+
+    vcpu::regs::write_descriptor_tables(&mem)?;
+    vcpu::paging::write(&mem).map_err(vcpu::Error::BootTables)?;
+
+    let exit = ExitEvent::new()?;
+    let devices = device_manager::create_legacy_devices(&vm, &exit)?;
+
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(Error::KvmQuery)?;
+    let mmap_size = kvm.get_vcpu_mmap_size().map_err(Error::KvmQuery)?;
+    let vcpus = (0..config.cpus)
+        .map(|i| vcpu::create(&vm, &supported, mmap_size, i, config.cpus, &entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    vcpu::install_kick_handler()?;
+
+    // Block the stop signals before any vCPU thread exists, so that only
+    // the event loop's signalfd sees them.
+    let signals = SignalFd::new()?;
+    let mut event_loop = EventLoop::new(exit.clone(), signals)?;
+    event_loop.add(Box::new(StdinForwarder::new(
+        devices.serial.clone(),
+        devices.serial_rx_ready,
+    )));
+    let _raw = terminal::RawMode::enter()?;
+
+    let buses = Arc::new(devices.buses);
+    let mut handles = Vec::with_capacity(vcpus.len());
+    let mut start_error = None;
+    for v in vcpus {
+        match v.start(buses.clone(), exit.clone()) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                start_error = Some(e);
+                break;
+            }
+        }
+    }
+    let result = match start_error {
+        Some(e) => Err(Error::Vcpu(e)),
+        None => event_loop.run().map_err(Error::EventLoop),
+    };
+    for h in &handles {
+        h.kick_stop();
+    }
+    for h in handles {
+        h.join();
+    }
+    let reason = result?;
+    log::info!("VM stopped: {reason}");
+    Ok(reason)
+}
