@@ -116,13 +116,13 @@ run_lab() {
     set +e
     if [ $interactive = 1 ]; then
         timeout -s KILL "$outer" qemu-system-x86_64 \
-            -accel tcg,thread=multi -cpu EPYC-v3,+svm,+npt -smp 2 -m "$memory" \
+            -accel tcg,thread=${EMBER_LAB_TCG_THREAD:-single} -cpu EPYC-v3,+svm,+npt -smp 2 -m "$memory" \
             -nodefaults -no-user-config -display none -no-reboot \
             -kernel "$labdir/vmlinuz" -initrd "$tmp/lab.cpio" -append "$cmdline" \
             "${chardev[@]}" -serial chardev:con -chardev file,id=ctl,path="$ctl" -serial chardev:ctl 2>"$tmp/qemu.err"
     else
         timeout -s KILL "$outer" qemu-system-x86_64 \
-            -accel tcg,thread=multi -cpu EPYC-v3,+svm,+npt -smp 2 -m "$memory" \
+            -accel tcg,thread=${EMBER_LAB_TCG_THREAD:-single} -cpu EPYC-v3,+svm,+npt -smp 2 -m "$memory" \
             -nodefaults -no-user-config -display none -no-reboot \
             -kernel "$labdir/vmlinuz" -initrd "$tmp/lab.cpio" -append "$cmdline" \
             "${chardev[@]}" -serial chardev:con -chardev file,id=ctl,path="$ctl" -serial chardev:ctl </dev/null 2>"$tmp/qemu.err"
@@ -153,8 +153,12 @@ exec 8>"${TMPDIR:-/tmp}/ember-lab.lock"
 flock 8
 show_failure() {
     log "lab failure: $failure"
-    log "the lab's control channel (last lines):"
-    tail -n 15 "$tmp/control" | tr -d '\r' | sed 's/^/    /' >&2
+    local keep
+    keep=$(ember_cache lab-failures)/$(date +%Y%m%d-%H%M%S)-$$.log
+    mkdir -p "$(dirname "$keep")" && cp "$tmp/control" "$keep" || keep="(not kept)"
+    log "the lab's control channel (first report; all of it in $keep):"
+    { grep -m1 -B2 -A25 -E "BUG:|Oops|general protection|Kernel panic" "$tmp/control" ||
+        tail -n 15 "$tmp/control"; } | tr -d '\r' | sed 's/^/    /' >&2
 }
 run_lab
 if [ -n "$failure" ] && [ $interactive = 0 ]; then
