@@ -58,11 +58,11 @@ pub fn tiny_guest_at(mode: u32, pvh: bool, text: u64) -> PathBuf {
             "-m",
             "elf_x86_64",
             "-N",
-            "-Ttext=0x100000",
             "-e",
             "_start",
             "--no-warn-rwx-segments",
         ])
+        .arg(format!("-Ttext={text:#x}"))
         .arg(&obj)
         .arg("-o")
         .arg(&elf)
