@@ -53,6 +53,8 @@ pub enum StopReason {
         vcpu: u8,
         /// `kvm_run.internal.suberror`.
         suberror: u32,
+        /// Guest RIP at the failure (0 if unknown).
+        rip: u64,
     },
     /// `KVM_EXIT_FAIL_ENTRY`.
     FailEntry {
@@ -102,15 +104,22 @@ impl std::fmt::Display for StopReason {
             StopReason::TripleFault => write!(f, "guest triple fault (reset)"),
             StopReason::GuestPowerOff => write!(f, "guest powered off"),
             StopReason::Signal(s) => write!(f, "stopped by signal {s}"),
-            StopReason::InternalError { vcpu, suberror: 1 } => {
-                write!(
-                    f,
-                    "vCPU {vcpu}: KVM emulation failure (internal error, suberror 1)"
-                )
-            }
-            StopReason::InternalError { vcpu, suberror } => {
-                write!(f, "vCPU {vcpu}: KVM internal error (suberror {suberror})")
-            }
+            StopReason::InternalError {
+                vcpu,
+                suberror: 1,
+                rip,
+            } => write!(
+                f,
+                "vCPU {vcpu}: KVM emulation failure (internal error, suberror 1) at rip {rip:#x}"
+            ),
+            StopReason::InternalError {
+                vcpu,
+                suberror,
+                rip,
+            } => write!(
+                f,
+                "vCPU {vcpu}: KVM internal error (suberror {suberror}) at rip {rip:#x}"
+            ),
             StopReason::FailEntry { vcpu, reason } => {
                 write!(
                     f,
@@ -438,8 +447,10 @@ mod tests {
         let msg = StopReason::InternalError {
             vcpu: 1,
             suberror: 1,
+            rip: 0x10_0000,
         }
         .to_string();
         assert!(msg.contains("emulation failure"), "{msg}");
+        assert!(msg.ends_with("at rip 0x100000"), "{msg}");
     }
 }

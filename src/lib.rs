@@ -79,7 +79,8 @@ mod tests {
         assert_eq!(
             exit_code(&StopReason::InternalError {
                 vcpu: 0,
-                suberror: 1
+                suberror: 1,
+                rip: 0
             }),
             2
         );

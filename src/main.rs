@@ -62,7 +62,8 @@ fn error_line(err: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    line.replace('\n', " ")
+    // linux-loader prefixes each of its messages with "Kernel Loader: ".
+    line.replace('\n', " ").replace("Kernel Loader: ", "")
 }
 
 fn fail(err: &dyn std::error::Error) -> ExitCode {

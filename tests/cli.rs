@@ -145,3 +145,50 @@ fn unknown_flag() {
     assert_one_line_error(&["run", "--kernel", "x", "--frobnicate"], "--frobnicate");
     assert_one_line_error(&["dance"], "dance");
 }
+
+#[test]
+fn kvm_permission_denied_names_the_fix() {
+    // Needs root (to drop to `nobody`) and util-linux's setpriv.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let setpriv = std::process::Command::new("setpriv")
+        .arg("--version")
+        .output();
+    if !root || setpriv.is_err() || std::fs::metadata("/dev/kvm").is_err() {
+        eprintln!("SKIPPED: needs root, setpriv and /dev/kvm");
+        return;
+    }
+    // A kernel that `nobody` can read.
+    let elf = tiny_guest(0, false);
+    let copy = std::env::temp_dir().join(format!("ember-perm-{}.elf", std::process::id()));
+    std::fs::copy(&elf, &copy).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            EMBER,
+        ])
+        .args(["run", "--kernel", copy.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&copy);
+    let (_, stderr) = text(&out);
+    if stderr.contains("permission denied") || out.status.code() == Some(1) {
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("ember: error: permission denied opening /dev/kvm"),
+            "{stderr}"
+        );
+        if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+            assert!(stderr.contains("host KVM is PVM"), "{stderr}");
+        }
+    } else {
+        // /dev/kvm is world-accessible here (mode 0666): nothing to test.
+        eprintln!("SKIPPED: /dev/kvm is accessible to nobody");
+    }
+}

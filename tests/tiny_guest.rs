@@ -34,7 +34,7 @@ fn linux64_entry_sees_zero_page_and_cmdline() {
     let out = run_ok(&["run", "--kernel", elf.to_str().unwrap()]);
     assert!(
         out.contains(&format!(
-            "ember-tiny: linux64 zero page HdrS ok, cmdline: {DEFAULT_CMDLINE}, e820 entries: 4, initrd size: 0x00000000\n"
+            "ember-tiny: linux64 zero page HdrS ok, cmdline: {DEFAULT_CMDLINE}, e820 entries: 4, initrd at 0x00000000 size 0x00000000\n"
         )),
         "{out}"
     );
@@ -61,9 +61,56 @@ fn linux64_custom_cmdline_memory_above_4g_and_initrd() {
     ]);
     // 4 GiB crosses the MMIO gap: one more e820 entry above 4 GiB.
     assert!(
-        out.contains("cmdline: root=/dev/vda quiet ember.test=42, e820 entries: 5, initrd size: 0x00001234\n"),
+        // The initrd ends at the top of low RAM below initrd_addr_max
+        // (0x7fffffff for ELF kernels), page aligned.
+        out.contains(
+            "cmdline: root=/dev/vda quiet ember.test=42, e820 entries: 5, \
+             initrd at 0x7fffe000 size 0x00001234\n"
+        ),
         "{out}"
     );
+}
+
+#[test]
+fn bzimage_entry_sees_its_header_and_initrd_limit() {
+    if !kvm_available() {
+        return;
+    }
+    let bz = tiny_bzimage(0, 0x37ff_ffff);
+    let out = run_ok(&["run", "--kernel", bz.to_str().unwrap()]);
+    assert!(
+        out.contains(&format!(
+            "ember-tiny: linux64 zero page HdrS ok, cmdline: {DEFAULT_CMDLINE}, e820 entries: 4"
+        )),
+        "{out}"
+    );
+    // The header's initrd_addr_max (0x37ffffff) caps the initrd below the
+    // top of a 2 GiB guest's RAM.
+    let initrd = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-initrd-bz.img");
+    std::fs::write(&initrd, vec![1; 0x1234]).unwrap();
+    let out = run_ok(&[
+        "run",
+        "--kernel",
+        bz.to_str().unwrap(),
+        "--memory",
+        "2G",
+        "--initrd",
+        initrd.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("initrd at 0x37ffe000 size 0x00001234\n"),
+        "{out}"
+    );
+    // PVH needs an ELF.
+    let out = ember_null(&[
+        "run",
+        "--kernel",
+        bz.to_str().unwrap(),
+        "--boot-mode",
+        "pvh",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("needs an ELF kernel"));
 }
 
 #[test]

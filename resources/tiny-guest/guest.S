@@ -5,6 +5,10 @@
  *   as --64 --defsym MODE=<n> [--defsym PVH=1] guest.S -o guest.o
  *   ld -m elf_x86_64 -N -Ttext=0x100000 -e _start guest.o -o guest.elf
  *
+ * For a bzImage the tests link at 0x100200 (the 64-bit entry is 0x200
+ * past the protected-mode kernel), `objcopy -O binary` the result and
+ * prepend a setup header (see tests/common/mod.rs `tiny_bzimage`).
+ *
  * _start is the 64-bit entry (Linux 64-bit boot protocol: long mode,
  * rsi = zero page). With PVH=1 the ELF also has a XEN_ELFNOTE_PHYS32_ENTRY
  * note for pvh_start (32-bit protected mode, paging off, ebx = start info).
@@ -41,6 +45,10 @@ _start:
         movzbl  0x1e8(%r12), %edi       /* e820_entries */
         call    putdec
         lea     msg_initrd(%rip), %rdi
+        call    puts
+        mov     0x218(%r12), %edi       /* hdr.ramdisk_image */
+        call    puthex32
+        lea     msg_initrd_size(%rip), %rdi
         call    puts
         mov     0x21c(%r12), %edi       /* hdr.ramdisk_size */
         call    puthex32
@@ -266,7 +274,8 @@ puts32:
         .data
 msg_linux64:    .asciz "ember-tiny: linux64 zero page HdrS ok, cmdline: "
 msg_e820:       .asciz ", e820 entries: "
-msg_initrd:     .asciz ", initrd size: 0x"
+msg_initrd:     .asciz ", initrd at 0x"
+msg_initrd_size: .asciz " size 0x"
 msg_int3:       .asciz "ember-tiny: int3 next\n"
 msg_bad_zp:     .asciz "ember-tiny: bad zero page\n"
 msg_tf:         .asciz "ember-tiny: triple fault next\n"

@@ -20,7 +20,7 @@ use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{
     load_cmdline, BzImage, Elf, KernelLoader, KernelLoaderResult, PvhBootCapability,
 };
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::config::{BootMode, VmConfig};
 use crate::layout::{CMDLINE_ADDR, CMDLINE_MAX_SIZE, HIMEM_START};
@@ -278,11 +278,8 @@ fn write_cmdline(
         return Err(Error::CmdlineTooLong(text.len(), limit - 1));
     }
     let cmdline = Cmdline::try_from(text, limit).map_err(Error::Cmdline)?;
+    // load_cmdline writes the terminating NUL too.
     load_cmdline(mem, GuestAddress(CMDLINE_ADDR), &cmdline).map_err(Error::CmdlineWrite)?;
-    // Make sure the guest sees the NUL even if memory was reused.
-    debug_assert!(mem.address_in_range(GuestAddress(CMDLINE_ADDR + text.len() as u64)));
-    mem.write_obj(0u8, GuestAddress(CMDLINE_ADDR + text.len() as u64))
-        .map_err(|_| Error::CmdlineWrite(linux_loader::loader::Error::CommandLineCopy))?;
     Ok(text.len())
 }
 

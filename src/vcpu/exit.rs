@@ -61,8 +61,12 @@ pub fn handle_exit(exit: VcpuExit<'_>, buses: &Buses, vcpu: u8) -> Emulation {
                 what: format!("system event {other}"),
             }),
         },
-        // The suberror is filled in by the caller, which owns kvm_run.
-        VcpuExit::InternalError => Emulation::Stop(StopReason::InternalError { vcpu, suberror: 0 }),
+        // The suberror and RIP are filled in by the caller, which owns the vCPU.
+        VcpuExit::InternalError => Emulation::Stop(StopReason::InternalError {
+            vcpu,
+            suberror: 0,
+            rip: 0,
+        }),
         VcpuExit::FailEntry(reason, _cpu) => {
             Emulation::Stop(StopReason::FailEntry { vcpu, reason })
         }
@@ -155,7 +159,8 @@ mod tests {
             handle_exit(VcpuExit::InternalError, &b, 3),
             Emulation::Stop(StopReason::InternalError {
                 vcpu: 3,
-                suberror: 0
+                suberror: 0,
+                rip: 0
             })
         );
         assert_eq!(

@@ -49,9 +49,6 @@ pub enum Error {
     /// KVM_SET_MSRS failed.
     #[error("cannot set MSRs")]
     Msrs(#[source] kvm_ioctls::Error),
-    /// KVM rejected one MSR.
-    #[error("KVM rejected MSR {0:#x}")]
-    MsrRejected(u32),
     /// KVM_SET_FPU failed.
     #[error("cannot set FPU state")]
     Fpu(#[source] kvm_ioctls::Error),
@@ -286,10 +283,11 @@ fn run_loop(mut fd: VcpuFd, index: u8, state: &SharedRunState, buses: &Buses, ex
             Ok(vcpu_exit) => match handle_exit(vcpu_exit, buses, index) {
                 Emulation::Continue => {}
                 Emulation::Stop(mut reason) => {
-                    if let StopReason::InternalError { suberror, .. } = &mut reason {
+                    if let StopReason::InternalError { suberror, rip, .. } = &mut reason {
                         // SAFETY: reading the `internal` union member is valid
                         // after a KVM_EXIT_INTERNAL_ERROR exit.
                         *suberror = unsafe { fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                        *rip = fd.get_regs().map_or(0, |r| r.rip);
                     }
                     log::debug!("vCPU {index}: {reason}");
                     exit.signal(reason);

@@ -59,14 +59,22 @@ pub fn boot_msr_entries() -> Vec<kvm_msr_entry> {
     .collect()
 }
 
-/// Sets the boot MSRs; fails if KVM accepts fewer than all of them.
+/// Sets the boot MSRs. KVM stops at the first MSR it rejects; ember
+/// warns, skips that one and sets the rest (every value here is also the
+/// architectural reset value or close to it, so a guest still boots).
 pub fn setup_msrs(fd: &VcpuFd) -> Result<(), Error> {
-    let entries = boot_msr_entries();
-    let msrs = Msrs::from_entries(&entries).map_err(|_| Error::MsrsAlloc)?;
-    let set = fd.set_msrs(&msrs).map_err(Error::Msrs)?;
-    if set != entries.len() {
-        let index = entries.get(set).map_or(0, |e| e.index);
-        return Err(Error::MsrRejected(index));
+    let mut entries = boot_msr_entries();
+    while !entries.is_empty() {
+        let msrs = Msrs::from_entries(&entries).map_err(|_| Error::MsrsAlloc)?;
+        let set = fd.set_msrs(&msrs).map_err(Error::Msrs)?;
+        if set >= entries.len() {
+            break;
+        }
+        log::warn!(
+            "KVM rejected MSR {:#x}; continuing without it",
+            entries[set].index
+        );
+        entries.drain(..=set);
     }
     Ok(())
 }

@@ -20,6 +20,11 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// Assembles and links the tiny guest with `MODE=mode` (and the PVH note
 /// if `pvh`); returns the ELF path.
 pub fn tiny_guest(mode: u32, pvh: bool) -> PathBuf {
+    tiny_guest_at(mode, pvh, 0x10_0000)
+}
+
+/// [`tiny_guest`] linked at `text` instead of 1 MiB.
+pub fn tiny_guest_at(mode: u32, pvh: bool, text: u64) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let src = root.join("resources/tiny-guest/guest.S");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-guest");
@@ -55,11 +60,11 @@ pub fn tiny_guest(mode: u32, pvh: bool) -> PathBuf {
             "-m",
             "elf_x86_64",
             "-N",
-            "-Ttext=0x100000",
             "-e",
             "_start",
             "--no-warn-rwx-segments",
         ])
+        .arg(format!("-Ttext={text:#x}"))
         .arg(&obj)
         .arg("-o")
         .arg(&elf)
@@ -71,6 +76,42 @@ pub fn tiny_guest(mode: u32, pvh: bool) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     elf
+}
+
+/// Builds a minimal bzImage around the tiny guest (`MODE=mode`): one
+/// setup sector with a boot protocol 2.15 header (64-bit entry flag,
+/// `initrd_addr_max`), then the protected-mode kernel whose first 0x200
+/// bytes are padding and whose 64-bit entry (+0x200) is the guest.
+pub fn tiny_bzimage(mode: u32, initrd_addr_max: u32) -> PathBuf {
+    let elf = tiny_guest_at(mode, false, 0x10_0200);
+    let bin = elf.with_extension("bin");
+    let out = Command::new("objcopy")
+        .args(["-O", "binary"])
+        .arg(&elf)
+        .arg(&bin)
+        .output()
+        .expect("run `objcopy` (binutils)");
+    assert!(
+        out.status.success(),
+        "objcopy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = std::fs::read(&bin).unwrap();
+    let mut image = vec![0u8; 2 * 512]; // boot sector + 1 setup sector
+    image[0x1f1] = 1; // setup_sects
+    image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    image[0x211] = 0x01; // loadflags: LOADED_HIGH
+    image[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes()); // code32_start
+    image[0x22c..0x230].copy_from_slice(&initrd_addr_max.to_le_bytes());
+    image[0x236..0x238].copy_from_slice(&1u16.to_le_bytes()); // XLF_KERNEL_64
+    image[0x238..0x23c].copy_from_slice(&2047u32.to_le_bytes()); // cmdline_size
+    image.extend_from_slice(&[0x90; 0x200]); // 32-bit entry area: unused
+    image.extend_from_slice(&code);
+    let path = elf.with_extension("bzImage");
+    std::fs::write(&path, image).unwrap();
+    path
 }
 
 /// True if KVM tests should run. Panics (fails the test loudly) if
