@@ -70,6 +70,26 @@ pub enum Error {
     /// The command line is too long or has characters the kernel rejects.
     #[error("invalid kernel command line")]
     Cmdline(#[source] linux_loader::cmdline::Error),
+    /// A `--disk` argument is malformed.
+    #[error(
+        "invalid --disk {0:?}: expected PATH[,readonly][,id=NAME] (id at most 20 ASCII characters)"
+    )]
+    DiskSyntax(String),
+    /// A disk image cannot be opened (missing, unreadable, or not
+    /// writable without `readonly`), or its size is not a multiple of 512.
+    #[error(transparent)]
+    Disk(crate::devices::virtio::block::Error),
+    /// More disks than virtio-mmio slots.
+    #[error("too many disks: {got} given, ember supports at most {max}")]
+    TooManyDisks {
+        /// Disks given.
+        got: usize,
+        /// Slots available.
+        max: usize,
+    },
+    /// `--root` and a `root=` in the command line both given.
+    #[error("--root {0} conflicts with the root= already in the kernel command line")]
+    RootConflict(String),
     /// Unknown boot mode name.
     #[error("invalid boot mode {0:?}: expected auto, pvh or linux64")]
     BootMode(String),
@@ -116,6 +136,73 @@ pub struct VmConfig {
     pub boot_mode: BootMode,
     /// KVM device node (normally `/dev/kvm`).
     pub kvm_device: PathBuf,
+    /// virtio-block disks, in guest order (`/dev/vda`, `/dev/vdb`, ...).
+    pub disks: Vec<DiskConfig>,
+}
+
+/// One `--disk PATH[,readonly][,id=NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// Disk image file (or block device).
+    pub path: PathBuf,
+    /// Opened read-only; the guest sees `VIRTIO_BLK_F_RO`.
+    pub readonly: bool,
+    /// Serial returned by `GET_ID` (at most 20 bytes); `None`: derived from
+    /// the file.
+    pub id: Option<String>,
+}
+
+impl std::str::FromStr for DiskConfig {
+    type Err = Error;
+    /// Parses `PATH[,readonly][,id=NAME]` (options in any order).
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let err = || Error::DiskSyntax(s.to_string());
+        let mut parts = s.split(',');
+        let path = parts.next().filter(|p| !p.is_empty()).ok_or_else(err)?;
+        let mut disk = DiskConfig {
+            path: PathBuf::from(path),
+            readonly: false,
+            id: None,
+        };
+        for opt in parts {
+            match opt.split_once('=') {
+                None if opt == "readonly" || opt == "ro" => disk.readonly = true,
+                Some(("id", id))
+                    if !id.is_empty()
+                        && id.len() <= 20
+                        && id.bytes().all(|b| b.is_ascii_graphic()) =>
+                {
+                    disk.id = Some(id.to_string())
+                }
+                _ => return Err(err()),
+            }
+        }
+        Ok(disk)
+    }
+}
+
+/// Where the root file system is, for `--root`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Root {
+    /// `root=/dev/vda rw` when there is a disk and the command line has
+    /// no `root=` of its own.
+    #[default]
+    Auto,
+    /// `root=DEVICE rw`, e.g. `/dev/vdb`.
+    Device(String),
+    /// Add nothing (e.g. an initramfs is the root).
+    None,
+}
+
+impl std::str::FromStr for Root {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Ok(match s {
+            "auto" | "" => Root::Auto,
+            "none" => Root::None,
+            dev => Root::Device(dev.to_string()),
+        })
+    }
 }
 
 impl VmConfig {
@@ -153,7 +240,42 @@ impl VmConfig {
             cpus,
             boot_mode,
             kvm_device: PathBuf::from(crate::kvm::KVM_PATH),
+            disks: Vec::new(),
         })
+    }
+
+    /// Adds virtio-block disks (checking that each opens in its mode and
+    /// has a size that is a multiple of 512) and the root device on the
+    /// command line: see [`Root`].
+    pub fn with_disks(mut self, disks: Vec<DiskConfig>, root: Root) -> Result<Self, Error> {
+        if disks.len() > layout::MAX_VIRTIO_DEVICES {
+            return Err(Error::TooManyDisks {
+                got: disks.len(),
+                max: layout::MAX_VIRTIO_DEVICES,
+            });
+        }
+        for d in &disks {
+            crate::devices::virtio::block::open_disk(&d.path, d.readonly).map_err(Error::Disk)?;
+        }
+        let has_root = self
+            .cmdline
+            .split_whitespace()
+            .any(|w| w.starts_with("root="));
+        let device = match root {
+            Root::Auto if !disks.is_empty() && !has_root => Some("/dev/vda".to_string()),
+            Root::Device(dev) if has_root => return Err(Error::RootConflict(dev)),
+            Root::Device(dev) => Some(dev),
+            Root::Auto | Root::None => None,
+        };
+        if let Some(dev) = device {
+            self.cmdline = format!("{} root={dev} rw", self.cmdline)
+                .trim_start()
+                .to_string();
+            linux_loader::cmdline::Cmdline::try_from(&self.cmdline, layout::CMDLINE_MAX_SIZE)
+                .map_err(Error::Cmdline)?;
+        }
+        self.disks = disks;
+        Ok(self)
     }
 }
 
