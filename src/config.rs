@@ -431,4 +431,76 @@ mod tests {
         assert_eq!("auto".parse::<BootMode>().unwrap(), BootMode::Auto);
         assert!("efi".parse::<BootMode>().is_err());
     }
+
+    #[test]
+    fn disk_syntax() {
+        let d: DiskConfig = "/a.img".parse().unwrap();
+        assert_eq!((d.readonly, d.id), (false, None));
+        let d: DiskConfig = "/a.img,readonly,id=disk-1".parse().unwrap();
+        assert_eq!(d.path, PathBuf::from("/a.img"));
+        assert!(d.readonly);
+        assert_eq!(d.id.as_deref(), Some("disk-1"));
+        let d: DiskConfig = "/a.img,id=x,ro".parse().unwrap();
+        assert!(d.readonly);
+        for bad in [
+            "",
+            ",readonly",
+            "/a,rw",
+            "/a,id=",
+            "/a,id=a b",
+            "/a,id=123456789012345678901",
+        ] {
+            assert!(bad.parse::<DiskConfig>().is_err(), "{bad:?} accepted");
+        }
+        assert_eq!("none".parse::<Root>().unwrap(), Root::None);
+        assert_eq!("auto".parse::<Root>().unwrap(), Root::Auto);
+        assert_eq!(
+            "/dev/vdb".parse::<Root>().unwrap(),
+            Root::Device("/dev/vdb".into())
+        );
+    }
+
+    #[test]
+    fn root_on_the_command_line() {
+        let img = std::env::temp_dir().join(format!("ember-config-{}.img", std::process::id()));
+        std::fs::write(&img, [0u8; 1024]).unwrap();
+        let disk = || DiskConfig {
+            path: img.clone(),
+            readonly: true,
+            id: None,
+        };
+        let base = |cmdline: &str| {
+            VmConfig::new(
+                kernel_file(),
+                None,
+                Some(cmdline.into()),
+                DEFAULT_MEMORY,
+                1,
+                BootMode::Auto,
+            )
+            .unwrap()
+        };
+        let c = base("console=ttyS0").with_disks(vec![disk()], Root::Auto);
+        assert_eq!(c.unwrap().cmdline, "console=ttyS0 root=/dev/vda rw");
+        let c = base("root=/dev/sda1").with_disks(vec![disk()], Root::Auto);
+        assert_eq!(c.unwrap().cmdline, "root=/dev/sda1");
+        let c = base("quiet").with_disks(vec![], Root::Auto);
+        assert_eq!(c.unwrap().cmdline, "quiet");
+        let c = base("quiet").with_disks(vec![disk(), disk()], Root::Device("/dev/vdb".into()));
+        assert_eq!(c.unwrap().cmdline, "quiet root=/dev/vdb rw");
+        let c = base("quiet").with_disks(vec![disk()], Root::None);
+        assert_eq!(c.unwrap().cmdline, "quiet");
+        let c = base("root=/dev/sda").with_disks(vec![disk()], Root::Device("/dev/vda".into()));
+        assert!(matches!(c, Err(Error::RootConflict(_))));
+        let c = base("").with_disks(
+            vec![DiskConfig {
+                path: "/nonexistent".into(),
+                readonly: true,
+                id: None,
+            }],
+            Root::Auto,
+        );
+        assert!(matches!(c, Err(Error::Disk(_))));
+        let _ = std::fs::remove_file(&img);
+    }
 }

@@ -53,6 +53,9 @@ pub enum Error {
     /// The disk file cannot be opened or inspected.
     #[error("cannot open disk {0}")]
     Open(PathBuf, #[source] std::io::Error),
+    /// The disk is neither a regular file nor a block device.
+    #[error("disk {0} is neither a regular file nor a block device")]
+    NotADisk(PathBuf),
     /// The disk's size is not a multiple of 512 bytes.
     #[error("disk {0} is {1} bytes, not a multiple of 512")]
     Size(PathBuf, u64),
@@ -76,6 +79,8 @@ pub fn open_disk(path: &Path, readonly: bool) -> Result<(File, u64), Error> {
     let meta = file.metadata().map_err(open_err)?;
     let size = if meta.file_type().is_file() {
         meta.len()
+    } else if !std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+        return Err(Error::NotADisk(path.to_path_buf()));
     } else {
         // Block devices report size 0 in their metadata: seek to the end.
         use std::io::Seek;
