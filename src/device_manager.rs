@@ -197,3 +197,49 @@ pub fn create_disks(
     }
     Ok(handlers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::mptable;
+    use crate::layout::{IOAPIC_NUM_PINS, MAX_VIRTIO_DEVICES, MMIO_GAP_END, MPTABLE_START};
+
+    #[test]
+    fn virtio_slots() {
+        assert_eq!(
+            VirtioSlot::new(0).cmdline_entry(),
+            "virtio_mmio.device=4K@0xd0000000:5"
+        );
+        assert_eq!(
+            VirtioSlot::new(2).cmdline_entry(),
+            "virtio_mmio.device=4K@0xd0002000:7"
+        );
+        let last = VirtioSlot::new(MAX_VIRTIO_DEVICES - 1);
+        assert_eq!(last.irq, u32::from(IOAPIC_NUM_PINS) - 1);
+        assert!(last.addr + VIRTIO_MMIO_SIZE <= MMIO_GAP_END);
+        assert!(last.addr + VIRTIO_MMIO_SIZE <= u64::from(crate::layout::IOAPIC_ADDR));
+    }
+
+    #[test]
+    fn mp_table_routes_every_virtio_irq() {
+        // Each virtio IRQ has an I/O interrupt entry (type 3) on the ISA
+        // bus with conforming (edge, active-high) flags to the same pin.
+        let t = mptable::build(1, MPTABLE_START);
+        let entries = &t[mptable::FLOATING_POINTER_SIZE
+            + mptable::HEADER_SIZE
+            + mptable::PROCESSOR_ENTRY_SIZE..];
+        for i in 0..MAX_VIRTIO_DEVICES {
+            let irq = VirtioSlot::new(i).irq as u8;
+            let found = entries.chunks(mptable::SMALL_ENTRY_SIZE).any(|e| {
+                e[0] == 3
+                    && e[1] == 0
+                    && e[2] == 0
+                    && e[3] == 0
+                    && e[4] == 0
+                    && e[5] == irq
+                    && e[7] == irq
+            });
+            assert!(found, "no MP table entry for IRQ {irq}");
+        }
+    }
+}
