@@ -70,6 +70,26 @@ pub enum Error {
     /// The command line is too long or has characters the kernel rejects.
     #[error("invalid kernel command line")]
     Cmdline(#[source] linux_loader::cmdline::Error),
+    /// A `--disk` argument is malformed.
+    #[error(
+        "invalid --disk {0:?}: expected PATH[,readonly][,id=NAME] (id at most 20 ASCII characters)"
+    )]
+    DiskSyntax(String),
+    /// A disk image cannot be opened (missing, unreadable, or not
+    /// writable without `readonly`), or its size is not a multiple of 512.
+    #[error(transparent)]
+    Disk(crate::devices::virtio::block::Error),
+    /// More disks than virtio-mmio slots.
+    #[error("too many disks: {got} given, ember supports at most {max}")]
+    TooManyDisks {
+        /// Disks given.
+        got: usize,
+        /// Slots available.
+        max: usize,
+    },
+    /// `--root` and a `root=` in the command line both given.
+    #[error("--root {0} conflicts with the root= already in the kernel command line")]
+    RootConflict(String),
     /// Unknown boot mode name.
     #[error("invalid boot mode {0:?}: expected auto, pvh or linux64")]
     BootMode(String),
@@ -116,6 +136,73 @@ pub struct VmConfig {
     pub boot_mode: BootMode,
     /// KVM device node (normally `/dev/kvm`).
     pub kvm_device: PathBuf,
+    /// virtio-block disks, in guest order (`/dev/vda`, `/dev/vdb`, ...).
+    pub disks: Vec<DiskConfig>,
+}
+
+/// One `--disk PATH[,readonly][,id=NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// Disk image file (or block device).
+    pub path: PathBuf,
+    /// Opened read-only; the guest sees `VIRTIO_BLK_F_RO`.
+    pub readonly: bool,
+    /// Serial returned by `GET_ID` (at most 20 bytes); `None`: derived from
+    /// the file.
+    pub id: Option<String>,
+}
+
+impl std::str::FromStr for DiskConfig {
+    type Err = Error;
+    /// Parses `PATH[,readonly][,id=NAME]` (options in any order).
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let err = || Error::DiskSyntax(s.to_string());
+        let mut parts = s.split(',');
+        let path = parts.next().filter(|p| !p.is_empty()).ok_or_else(err)?;
+        let mut disk = DiskConfig {
+            path: PathBuf::from(path),
+            readonly: false,
+            id: None,
+        };
+        for opt in parts {
+            match opt.split_once('=') {
+                None if opt == "readonly" || opt == "ro" => disk.readonly = true,
+                Some(("id", id))
+                    if !id.is_empty()
+                        && id.len() <= 20
+                        && id.bytes().all(|b| b.is_ascii_graphic()) =>
+                {
+                    disk.id = Some(id.to_string())
+                }
+                _ => return Err(err()),
+            }
+        }
+        Ok(disk)
+    }
+}
+
+/// Where the root file system is, for `--root`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Root {
+    /// `root=/dev/vda rw` when there is a disk and the command line has
+    /// no `root=` of its own.
+    #[default]
+    Auto,
+    /// `root=DEVICE rw`, e.g. `/dev/vdb`.
+    Device(String),
+    /// Add nothing (e.g. an initramfs is the root).
+    None,
+}
+
+impl std::str::FromStr for Root {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Ok(match s {
+            "auto" | "" => Root::Auto,
+            "none" => Root::None,
+            dev => Root::Device(dev.to_string()),
+        })
+    }
 }
 
 impl VmConfig {
@@ -153,7 +240,42 @@ impl VmConfig {
             cpus,
             boot_mode,
             kvm_device: PathBuf::from(crate::kvm::KVM_PATH),
+            disks: Vec::new(),
         })
+    }
+
+    /// Adds virtio-block disks (checking that each opens in its mode and
+    /// has a size that is a multiple of 512) and the root device on the
+    /// command line: see [`Root`].
+    pub fn with_disks(mut self, disks: Vec<DiskConfig>, root: Root) -> Result<Self, Error> {
+        if disks.len() > layout::MAX_VIRTIO_DEVICES {
+            return Err(Error::TooManyDisks {
+                got: disks.len(),
+                max: layout::MAX_VIRTIO_DEVICES,
+            });
+        }
+        for d in &disks {
+            crate::devices::virtio::block::open_disk(&d.path, d.readonly).map_err(Error::Disk)?;
+        }
+        let has_root = self
+            .cmdline
+            .split_whitespace()
+            .any(|w| w.starts_with("root="));
+        let device = match root {
+            Root::Auto if !disks.is_empty() && !has_root => Some("/dev/vda".to_string()),
+            Root::Device(dev) if has_root => return Err(Error::RootConflict(dev)),
+            Root::Device(dev) => Some(dev),
+            Root::Auto | Root::None => None,
+        };
+        if let Some(dev) = device {
+            self.cmdline = format!("{} root={dev} rw", self.cmdline)
+                .trim_start()
+                .to_string();
+            linux_loader::cmdline::Cmdline::try_from(&self.cmdline, layout::CMDLINE_MAX_SIZE)
+                .map_err(Error::Cmdline)?;
+        }
+        self.disks = disks;
+        Ok(self)
     }
 }
 
@@ -308,5 +430,77 @@ mod tests {
         assert_eq!("linux64".parse::<BootMode>().unwrap(), BootMode::Linux64);
         assert_eq!("auto".parse::<BootMode>().unwrap(), BootMode::Auto);
         assert!("efi".parse::<BootMode>().is_err());
+    }
+
+    #[test]
+    fn disk_syntax() {
+        let d: DiskConfig = "/a.img".parse().unwrap();
+        assert_eq!((d.readonly, d.id), (false, None));
+        let d: DiskConfig = "/a.img,readonly,id=disk-1".parse().unwrap();
+        assert_eq!(d.path, PathBuf::from("/a.img"));
+        assert!(d.readonly);
+        assert_eq!(d.id.as_deref(), Some("disk-1"));
+        let d: DiskConfig = "/a.img,id=x,ro".parse().unwrap();
+        assert!(d.readonly);
+        for bad in [
+            "",
+            ",readonly",
+            "/a,rw",
+            "/a,id=",
+            "/a,id=a b",
+            "/a,id=123456789012345678901",
+        ] {
+            assert!(bad.parse::<DiskConfig>().is_err(), "{bad:?} accepted");
+        }
+        assert_eq!("none".parse::<Root>().unwrap(), Root::None);
+        assert_eq!("auto".parse::<Root>().unwrap(), Root::Auto);
+        assert_eq!(
+            "/dev/vdb".parse::<Root>().unwrap(),
+            Root::Device("/dev/vdb".into())
+        );
+    }
+
+    #[test]
+    fn root_on_the_command_line() {
+        let img = std::env::temp_dir().join(format!("ember-config-{}.img", std::process::id()));
+        std::fs::write(&img, [0u8; 1024]).unwrap();
+        let disk = || DiskConfig {
+            path: img.clone(),
+            readonly: true,
+            id: None,
+        };
+        let base = |cmdline: &str| {
+            VmConfig::new(
+                kernel_file(),
+                None,
+                Some(cmdline.into()),
+                DEFAULT_MEMORY,
+                1,
+                BootMode::Auto,
+            )
+            .unwrap()
+        };
+        let c = base("console=ttyS0").with_disks(vec![disk()], Root::Auto);
+        assert_eq!(c.unwrap().cmdline, "console=ttyS0 root=/dev/vda rw");
+        let c = base("root=/dev/sda1").with_disks(vec![disk()], Root::Auto);
+        assert_eq!(c.unwrap().cmdline, "root=/dev/sda1");
+        let c = base("quiet").with_disks(vec![], Root::Auto);
+        assert_eq!(c.unwrap().cmdline, "quiet");
+        let c = base("quiet").with_disks(vec![disk(), disk()], Root::Device("/dev/vdb".into()));
+        assert_eq!(c.unwrap().cmdline, "quiet root=/dev/vdb rw");
+        let c = base("quiet").with_disks(vec![disk()], Root::None);
+        assert_eq!(c.unwrap().cmdline, "quiet");
+        let c = base("root=/dev/sda").with_disks(vec![disk()], Root::Device("/dev/vda".into()));
+        assert!(matches!(c, Err(Error::RootConflict(_))));
+        let c = base("").with_disks(
+            vec![DiskConfig {
+                path: "/nonexistent".into(),
+                readonly: true,
+                id: None,
+            }],
+            Root::Auto,
+        );
+        assert!(matches!(c, Err(Error::Disk(_))));
+        let _ = std::fs::remove_file(&img);
     }
 }

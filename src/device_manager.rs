@@ -1,19 +1,32 @@
 //! Device wiring: creates the legacy devices, connects their interrupts
-//! (irqfd on the in-kernel IOAPIC) and places them on the buses. virtio-mmio
-//! devices will be added here (MMIO slot and IRQ allocation, ioeventfd,
-//! irqfd, command-line entry) from [`crate::layout::MMIO_DEVICES_START`].
+//! (irqfd on the in-kernel IOAPIC) and places them on the buses.
+//!
+//! virtio-mmio devices: [`VirtioSlot`] gives device `i` its 4 KiB window
+//! at [`crate::layout::MMIO_DEVICES_START`]` + i * 4 KiB`, its IRQ
+//! [`crate::layout::VIRTIO_IRQ_BASE`]` + i` and its command-line entry;
+//! [`register_virtio_mmio`] does the wiring (ioeventfd per queue, irqfd,
+//! bus insert); [`create_disks`] builds the virtio-block devices. The
+//! command-line entries are added by [`virtio_cmdline`] before the kernel
+//! is loaded (which happens before KVM is opened), from the same slots.
 
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::config::{DiskConfig, VmConfig};
 use crate::devices::bus::{self, Bus, Quiet};
 use crate::devices::i8042::I8042;
 use crate::devices::serial::{ConsoleOut, SerialDevice};
+use crate::devices::virtio::block::{self, Block, BlockHandler};
+use crate::devices::virtio::mmio::{self, MmioTransport};
+use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::event_loop::ExitEvent;
 use crate::layout::{COM1_IRQ, COM1_PORT, COM1_SIZE, I8042_PORT, I8042_SIZE, QUIET_PORTS};
+use crate::layout::{MMIO_DEVICES_START, VIRTIO_IRQ_BASE, VIRTIO_MMIO_SIZE};
+use crate::memory::GuestMemoryMmap;
 use crate::vcpu::exit::Buses;
+use kvm_ioctls::IoEventAddress;
 
 /// Device wiring errors.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +40,12 @@ pub enum Error {
     /// A device range conflicts.
     #[error("cannot place a device on the bus")]
     Bus(#[source] bus::Error),
+    /// KVM_IOEVENTFD failed.
+    #[error("cannot register an ioeventfd at {0:#x}")]
+    Ioeventfd(u64, #[source] kvm_ioctls::Error),
+    /// A virtio-block device cannot be created.
+    #[error(transparent)]
+    Block(#[from] block::Error),
 }
 
 /// The legacy devices and the buses holding them.
@@ -79,4 +98,148 @@ pub fn create_legacy_devices(vm: &VmFd, exit: &ExitEvent) -> Result<Devices, Err
         serial,
         serial_rx_ready: rx_ready,
     })
+}
+
+/// The MMIO window, IRQ and command-line entry of virtio-mmio device `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioSlot {
+    /// Base guest-physical address of the 4 KiB register window.
+    pub addr: u64,
+    /// IOAPIC pin / GSI.
+    pub irq: u32,
+}
+
+impl VirtioSlot {
+    /// Slot `index` (0-based, in device creation order).
+    pub fn new(index: usize) -> Self {
+        VirtioSlot {
+            addr: MMIO_DEVICES_START + index as u64 * VIRTIO_MMIO_SIZE,
+            irq: VIRTIO_IRQ_BASE + index as u32,
+        }
+    }
+
+    /// `virtio_mmio.device=4K@0xADDR:IRQ` (Linux
+    /// `drivers/virtio/virtio_mmio.c`, `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`).
+    pub fn cmdline_entry(&self) -> String {
+        format!(
+            "virtio_mmio.device={}K@{:#x}:{}",
+            VIRTIO_MMIO_SIZE >> 10,
+            self.addr,
+            self.irq
+        )
+    }
+}
+
+/// `config` with the command-line entries of its virtio-mmio devices
+/// (one per disk, slots 0..) appended.
+pub fn virtio_cmdline(config: &VmConfig) -> VmConfig {
+    let mut cmdline = config.cmdline.clone();
+    for i in 0..config.disks.len() {
+        cmdline.push(' ');
+        cmdline.push_str(&VirtioSlot::new(i).cmdline_entry());
+    }
+    VmConfig {
+        cmdline: cmdline.trim_start().to_string(),
+        ..config.clone()
+    }
+}
+
+/// Wires a virtio device into the VM at `slot`: an ioeventfd on
+/// `QueueNotify` for each queue (datamatch = queue index), the irqfd of
+/// `interrupt` on the slot's GSI, and the transport on the MMIO bus.
+pub fn register_virtio_mmio(
+    vm: &VmFd,
+    mmio: &mut Bus,
+    slot: VirtioSlot,
+    device: Arc<Mutex<dyn VirtioDevice>>,
+    interrupt: Arc<Interrupt>,
+) -> Result<(), Error> {
+    let notify = slot.addr + mmio::reg::QUEUE_NOTIFY;
+    {
+        let dev = device.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, evt) in dev.queue_events().iter().enumerate() {
+            vm.register_ioevent(evt, &IoEventAddress::Mmio(notify), i as u32)
+                .map_err(|e| Error::Ioeventfd(notify, e))?;
+        }
+    }
+    vm.register_irqfd(interrupt.irq_fd(), slot.irq)
+        .map_err(|e| Error::Irqfd(slot.irq, e))?;
+    let transport = MmioTransport::new(device, interrupt);
+    mmio.insert(slot.addr, VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport)))
+        .map_err(Error::Bus)?;
+    log::debug!("virtio-mmio device at {:#x}, IRQ {}", slot.addr, slot.irq);
+    Ok(())
+}
+
+/// Creates one virtio-block device per disk in slots `0..` (the order
+/// [`virtio_cmdline`] announced) and returns their event-loop handlers.
+pub fn create_disks(
+    vm: &VmFd,
+    mem: &Arc<GuestMemoryMmap>,
+    mmio: &mut Bus,
+    disks: &[DiskConfig],
+) -> Result<Vec<BlockHandler>, Error> {
+    let mut handlers = Vec::with_capacity(disks.len());
+    for (i, disk) in disks.iter().enumerate() {
+        let (file, size) = block::open_disk(&disk.path, disk.readonly)?;
+        let id = disk.id.clone().unwrap_or_else(|| block::default_id(&file));
+        let interrupt = Arc::new(Interrupt::new(eventfd()?));
+        let dev = Arc::new(Mutex::new(Block::new(
+            file,
+            size,
+            disk.readonly,
+            &id,
+            mem.clone(),
+            interrupt.clone(),
+        )?));
+        register_virtio_mmio(vm, mmio, VirtioSlot::new(i), dev.clone(), interrupt)?;
+        handlers.push(BlockHandler::new(dev));
+    }
+    Ok(handlers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::mptable;
+    use crate::layout::{IOAPIC_NUM_PINS, MAX_VIRTIO_DEVICES, MMIO_GAP_END, MPTABLE_START};
+
+    #[test]
+    fn virtio_slots() {
+        assert_eq!(
+            VirtioSlot::new(0).cmdline_entry(),
+            "virtio_mmio.device=4K@0xd0000000:5"
+        );
+        assert_eq!(
+            VirtioSlot::new(2).cmdline_entry(),
+            "virtio_mmio.device=4K@0xd0002000:7"
+        );
+        let last = VirtioSlot::new(MAX_VIRTIO_DEVICES - 1);
+        assert_eq!(last.irq, u32::from(IOAPIC_NUM_PINS) - 1);
+        assert!(last.addr + VIRTIO_MMIO_SIZE <= MMIO_GAP_END);
+        assert!(last.addr + VIRTIO_MMIO_SIZE <= u64::from(crate::layout::IOAPIC_ADDR));
+    }
+
+    #[test]
+    fn mp_table_routes_every_virtio_irq() {
+        // Each virtio IRQ has an I/O interrupt entry (type 3) on the ISA
+        // bus with conforming (edge, active-high) flags to the same pin.
+        let t = mptable::build(1, MPTABLE_START);
+        let entries = &t[mptable::FLOATING_POINTER_SIZE
+            + mptable::HEADER_SIZE
+            + mptable::PROCESSOR_ENTRY_SIZE..];
+        for i in 0..MAX_VIRTIO_DEVICES {
+            let irq = VirtioSlot::new(i).irq as u8;
+            let found = entries.chunks(mptable::SMALL_ENTRY_SIZE).any(|e| {
+                e[0] == 3
+                    && e[1] == 0
+                    && e[2] == 0
+                    && e[3] == 0
+                    && e[4] == 0
+                    && e[5] == irq
+                    && e[7] == irq
+            });
+            assert!(found, "no MP table entry for IRQ {irq}");
+        }
+    }
 }

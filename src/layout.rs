@@ -47,8 +47,20 @@ pub const MMIO_GAP_START: u64 = 0xc000_0000;
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 /// RAM above the gap starts here.
 pub const HIGH_RAM_START: u64 = MMIO_GAP_END;
-/// First address of the MMIO gap handed to virtio-mmio devices (later).
+/// First address of the MMIO gap handed to virtio-mmio devices: device
+/// `i` has the window at `MMIO_DEVICES_START + i * VIRTIO_MMIO_SIZE`.
 pub const MMIO_DEVICES_START: u64 = 0xd000_0000;
+/// Size of one virtio-mmio device window (4 KiB: registers up to 0x100,
+/// then the device configuration space).
+pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+/// IRQ (IOAPIC pin = GSI) of the first virtio-mmio device; device `i`
+/// gets `VIRTIO_IRQ_BASE + i`. IRQs 0-4 are the PIT, keyboard, cascade,
+/// COM2 and COM1. The MP table routes every pin as an ISA interrupt
+/// (edge-triggered, active high), which matches irqfd's edge semantics.
+pub const VIRTIO_IRQ_BASE: u32 = 5;
+/// Most virtio-mmio devices: one per IOAPIC pin from [`VIRTIO_IRQ_BASE`]
+/// to 23.
+pub const MAX_VIRTIO_DEVICES: usize = (IOAPIC_NUM_PINS as u32 - VIRTIO_IRQ_BASE) as usize;
 /// KVM's three-page TSS region (`KVM_SET_TSS_ADDR`), inside the gap.
 pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 /// KVM's identity-map page (`KVM_SET_IDENTITY_MAP_ADDR`), just below the TSS.

@@ -16,6 +16,7 @@
 //! | GDT, page tables, registers, FPU | [`vcpu::gdt`], [`vcpu::paging`], [`vcpu::regs`] |
 //! | CPUID, MSRs, LAPIC LINT0/1 | [`vcpu::cpuid`], [`vcpu::msrs`], [`vcpu::lapic`] |
 //! | COM1, i8042, quiet ports on the buses | [`device_manager::create_legacy_devices`], [`devices`] |
+//! | virtio-block disks: slots, ioeventfd, irqfd, cmdline | [`device_manager::create_disks`], [`device_manager::register_virtio_mmio`], [`devices::virtio`] |
 //! | vCPU threads, run state, kick | [`vcpu::create`], [`vcpu::Vcpu::start`], [`vcpu::VcpuHandle::kick_stop`] |
 //! | one pure exit handler | [`vcpu::exit::handle_exit`] |
 //! | exit event, signals, stdin | [`event_loop`] |

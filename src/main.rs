@@ -47,6 +47,15 @@ enum Command {
         /// KVM device node.
         #[arg(long, default_value = ember::kvm::KVM_PATH)]
         kvm_device: PathBuf,
+        /// virtio-block disk PATH[,readonly][,id=NAME]; repeat for more
+        /// disks: /dev/vda, /dev/vdb, ... in order.
+        #[arg(long = "disk", value_name = "PATH[,readonly][,id=NAME]")]
+        disks: Vec<String>,
+        /// Root device added to the command line as `root=DEV rw`. Default
+        /// (auto): /dev/vda when a disk is given and the command line has
+        /// no root=; `none` adds nothing.
+        #[arg(long, value_name = "DEV|auto|none", default_value = "auto")]
+        root: String,
     },
 }
 
@@ -153,6 +162,8 @@ fn main() -> ExitCode {
         cpus,
         boot_mode,
         kvm_device,
+        disks,
+        root,
     }) = cli.command
     else {
         eprintln!("ember: error: no command given (see `ember help`)");
@@ -163,6 +174,15 @@ fn main() -> ExitCode {
         .and_then(|(mem, mode)| VmConfig::new(kernel, initrd, Some(cmdline), mem, cpus, mode))
     {
         Ok(c) => VmConfig { kvm_device, ..c },
+        Err(e) => return fail(&e),
+    };
+    let config = match disks
+        .iter()
+        .map(|d| d.parse::<config::DiskConfig>())
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|disks| config.with_disks(disks, root.parse()?))
+    {
+        Ok(c) => c,
         Err(e) => return fail(&e),
     };
     match ember::run(&config) {

@@ -60,8 +60,8 @@ pub enum Error {
 pub fn run(config: &VmConfig) -> Result<StopReason, Error> {
     // Guest memory and the kernel first: bad input is reported before
     // host problems, and neither needs KVM.
-    let mem = memory::create(config.memory)?;
-    let entry = boot::load(&mem, config)?;
+    let mem = Arc::new(memory::create(config.memory)?);
+    let entry = boot::load(&mem, &device_manager::virtio_cmdline(config))?;
     let kvm = kvm::open(&config.kvm_device)?;
     let vm = kvm.create_vm().map_err(Error::CreateVm)?;
     memory::register(&vm, &mem)?;
@@ -80,7 +80,8 @@ pub fn run(config: &VmConfig) -> Result<StopReason, Error> {
     vcpu::paging::write(&mem).map_err(vcpu::Error::BootTables)?;
 
     let exit = ExitEvent::new()?;
-    let devices = device_manager::create_legacy_devices(&vm, &exit)?;
+    let mut devices = device_manager::create_legacy_devices(&vm, &exit)?;
+    let disks = device_manager::create_disks(&vm, &mem, &mut devices.buses.mmio, &config.disks)?;
 
     let supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -99,6 +100,9 @@ pub fn run(config: &VmConfig) -> Result<StopReason, Error> {
         devices.serial.clone(),
         devices.serial_rx_ready,
     )));
+    for disk in disks {
+        event_loop.add(Box::new(disk));
+    }
     let _raw = terminal::RawMode::enter()?;
 
     let buses = Arc::new(devices.buses);

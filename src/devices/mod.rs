@@ -1,9 +1,11 @@
 //! Emulated devices: the [`bus::Bus`] they sit on, the COM1 16550 UART
-//! ([`serial`]) and the i8042 reset line ([`i8042`]).
+//! ([`serial`]), the i8042 reset line ([`i8042`]) and virtio-mmio devices
+//! ([`virtio`]).
 
 pub mod bus;
 pub mod i8042;
 pub mod serial;
+pub mod virtio;
 
 use vmm_sys_util::eventfd::EventFd;
 

@@ -1,0 +1,324 @@
+//! One virtio-block request (virtio 1.2 §5.2.6): parse the descriptor
+//! chain, check it against guest memory and the disk, do the I/O, write
+//! the status byte.
+//!
+//! Framing: the first descriptor holds the 16-byte header
+//! (device-readable), the last one the status byte (device-writable), and
+//! those between hold the data. Everything a guest controls is checked
+//! before any I/O starts: each descriptor's direction and its range in
+//! guest memory, the data length (a multiple of 512), and the sector range
+//! against the disk's end, with overflow checks. A request that fails a
+//! check gets `VIRTIO_BLK_S_IOERR` (or `UNSUPP` for an unknown type); a
+//! chain without a usable status descriptor is returned with length 0 and
+//! nothing written.
+//!
+//! Data moves with `pread`/`pwrite` straight between the file and guest
+//! memory (one system call per data descriptor, no bounce buffer).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH,
+    VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
+};
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::DescriptorChain;
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend};
+
+use super::SECTOR_SIZE;
+use crate::memory::GuestMemoryMmap;
+
+/// Size of `struct virtio_blk_outhdr`.
+pub const HEADER_LEN: u32 = 16;
+
+/// The request header (`struct virtio_blk_outhdr`), little endian.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct Header {
+    /// Request type (`VIRTIO_BLK_T_*`).
+    pub kind: u32,
+    /// Reserved (was `ioprio`).
+    pub reserved: u32,
+    /// First sector (512 bytes) of the transfer.
+    pub sector: u64,
+}
+
+// SAFETY: `Header` is repr(C) plain data with no padding (4 + 4 + 8 bytes);
+// every bit pattern is a valid value.
+unsafe impl ByteValued for Header {}
+
+/// Why a request failed (logged at debug level; the guest sees a status).
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// `VIRTIO_BLK_S_IOERR`.
+    IoErr(&'static str),
+    /// `VIRTIO_BLK_S_UNSUPP`.
+    Unsupported(u32),
+}
+
+/// A disk image and what the guest knows about it.
+#[derive(Debug)]
+pub struct Disk {
+    file: File,
+    sectors: u64,
+    readonly: bool,
+    id: [u8; 20],
+}
+
+impl Disk {
+    /// A disk of `sectors` 512-byte sectors backed by `file`.
+    pub fn new(file: File, sectors: u64, readonly: bool, id: [u8; 20]) -> Self {
+        Disk {
+            file,
+            sectors,
+            readonly,
+            id,
+        }
+    }
+
+    /// Capacity in 512-byte sectors.
+    pub fn sectors(&self) -> u64 {
+        self.sectors
+    }
+
+    /// Whether the guest may write.
+    pub fn readonly(&self) -> bool {
+        self.readonly
+    }
+
+    /// True if the file was opened without write access.
+    #[cfg(test)]
+    pub(super) fn file_is_readonly(&self) -> bool {
+        // SAFETY: F_GETFL on a file descriptor we own.
+        let flags = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_GETFL) };
+        flags & libc::O_ACCMODE == libc::O_RDONLY
+    }
+
+    /// The 20-byte serial returned by `GET_ID`.
+    pub fn id(&self) -> &[u8; 20] {
+        &self.id
+    }
+
+    /// Serves one request; returns the number of bytes written into the
+    /// chain's device-writable buffers (the used element's length).
+    pub fn execute(&self, mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
+        // The chain iterator stops after `queue size` descriptors, so a
+        // loop in the chain ends here too.
+        let descs: Vec<Descriptor> = chain.collect();
+        let Some((status, rest)) = descs.split_last() else {
+            return 0;
+        };
+        if !status.is_write_only() || status.len() < 1 || !in_memory(mem, status) {
+            log::debug!("virtio-block: request without a usable status descriptor");
+            return 0;
+        }
+        let (code, written) = match rest.split_first() {
+            None => (VIRTIO_BLK_S_IOERR, 0),
+            Some((header, data)) => match self.serve(mem, header, data) {
+                Ok(n) => (VIRTIO_BLK_S_OK, n),
+                Err(Failure::Unsupported(kind)) => {
+                    log::debug!("virtio-block: unsupported request type {kind}");
+                    (VIRTIO_BLK_S_UNSUPP, 0)
+                }
+                Err(Failure::IoErr(why)) => {
+                    log::debug!("virtio-block: request failed: {why}");
+                    (VIRTIO_BLK_S_IOERR, 0)
+                }
+            },
+        };
+        match mem.write_obj(code as u8, status.addr()) {
+            Ok(()) => written + 1,
+            Err(_) => 0,
+        }
+    }
+
+    /// Returns the number of data bytes written into guest memory.
+    fn serve(
+        &self,
+        mem: &GuestMemoryMmap,
+        header: &Descriptor,
+        data: &[Descriptor],
+    ) -> Result<u32, Failure> {
+        if header.is_write_only() {
+            return Err(Failure::IoErr("device-writable header"));
+        }
+        if header.len() < HEADER_LEN {
+            return Err(Failure::IoErr("header too short"));
+        }
+        let hdr: Header = mem
+            .read_obj(header.addr())
+            .map_err(|_| Failure::IoErr("header outside guest memory"))?;
+        let (kind, sector) = (u32::from_le(hdr.kind), u64::from_le(hdr.sector));
+        match kind {
+            VIRTIO_BLK_T_IN => {
+                let total = self.check_data(mem, data, true, sector)?;
+                let mut offset = sector * SECTOR_SIZE;
+                for d in data {
+                    read_into_guest(&self.file, mem, d.addr(), d.len() as usize, offset)
+                        .map_err(|_| Failure::IoErr("read failed"))?;
+                    offset += u64::from(d.len());
+                }
+                Ok(total)
+            }
+            VIRTIO_BLK_T_OUT => {
+                if self.readonly {
+                    return Err(Failure::IoErr("write to a read-only disk"));
+                }
+                self.check_data(mem, data, false, sector)?;
+                let mut offset = sector * SECTOR_SIZE;
+                for d in data {
+                    write_from_guest(&self.file, mem, d.addr(), d.len() as usize, offset)
+                        .map_err(|_| Failure::IoErr("write failed"))?;
+                    offset += u64::from(d.len());
+                }
+                Ok(0)
+            }
+            VIRTIO_BLK_T_FLUSH => {
+                // SAFETY: fdatasync on a file descriptor we own.
+                let rc = unsafe { libc::fdatasync(self.file.as_raw_fd()) };
+                if rc != 0 {
+                    return Err(Failure::IoErr("fdatasync failed"));
+                }
+                Ok(0)
+            }
+            VIRTIO_BLK_T_GET_ID => {
+                let Some(d) = data.first() else {
+                    return Err(Failure::IoErr("GET_ID without a buffer"));
+                };
+                if !d.is_write_only() || !in_memory(mem, d) {
+                    return Err(Failure::IoErr("bad GET_ID buffer"));
+                }
+                let n = (d.len() as usize).min(self.id.len());
+                mem.write_slice(&self.id[..n], d.addr())
+                    .map_err(|_| Failure::IoErr("GET_ID buffer outside guest memory"))?;
+                Ok(n as u32)
+            }
+            other => Err(Failure::Unsupported(other)),
+        }
+    }
+
+    /// Checks the data descriptors of an IN (`to_guest`) or OUT request:
+    /// direction, guest memory range, total a multiple of 512 bytes, and
+    /// the sector range inside the disk. Returns the total length.
+    fn check_data(
+        &self,
+        mem: &GuestMemoryMmap,
+        data: &[Descriptor],
+        to_guest: bool,
+        sector: u64,
+    ) -> Result<u32, Failure> {
+        let mut total: u64 = 0;
+        for d in data {
+            if d.is_write_only() != to_guest {
+                return Err(Failure::IoErr("data descriptor in the wrong direction"));
+            }
+            if !in_memory(mem, d) {
+                return Err(Failure::IoErr("data descriptor outside guest memory"));
+            }
+            total += u64::from(d.len());
+        }
+        if !total.is_multiple_of(SECTOR_SIZE) {
+            return Err(Failure::IoErr("data length not a multiple of 512"));
+        }
+        let end = sector
+            .checked_add(total / SECTOR_SIZE)
+            .ok_or(Failure::IoErr("sector overflow"))?;
+        if end > self.sectors {
+            return Err(Failure::IoErr("sector range beyond the end of the disk"));
+        }
+        // The chain iterator caps a chain at 2^32 - 1 bytes.
+        u32::try_from(total).map_err(|_| Failure::IoErr("request too large"))
+    }
+}
+
+fn in_memory(mem: &GuestMemoryMmap, d: &Descriptor) -> bool {
+    GuestMemoryBackend::check_range(mem, d.addr(), d.len() as usize)
+}
+
+/// `pread`s `len` bytes at file `offset` into guest memory at `addr`
+/// (already checked to lie in guest memory).
+fn read_into_guest(
+    file: &File,
+    mem: &GuestMemoryMmap,
+    addr: GuestAddress,
+    len: usize,
+    mut offset: u64,
+) -> io::Result<()> {
+    for slice in GuestMemoryBackend::get_slices(mem, addr, len) {
+        let slice = slice.map_err(io::Error::other)?;
+        let guard = slice.ptr_guard_mut();
+        let mut done = 0;
+        while done < guard.len() {
+            // SAFETY: the destination is `guard.len() - done` bytes of
+            // mapped guest memory inside `slice`, which stays mapped while
+            // `mem` lives; the kernel writes at most that many bytes.
+            let n = unsafe {
+                libc::pread64(
+                    file.as_raw_fd(),
+                    guard.as_ptr().add(done).cast(),
+                    guard.len() - done,
+                    offset as libc::off64_t,
+                )
+            };
+            match n {
+                n if n > 0 => {
+                    done += n as usize;
+                    offset += n as u64;
+                }
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `pwrite`s `len` bytes of guest memory at `addr` (already checked to lie
+/// in guest memory) to file `offset`.
+fn write_from_guest(
+    file: &File,
+    mem: &GuestMemoryMmap,
+    addr: GuestAddress,
+    len: usize,
+    mut offset: u64,
+) -> io::Result<()> {
+    for slice in GuestMemoryBackend::get_slices(mem, addr, len) {
+        let slice = slice.map_err(io::Error::other)?;
+        let guard = slice.ptr_guard();
+        let mut done = 0;
+        while done < guard.len() {
+            // SAFETY: the source is `guard.len() - done` bytes of mapped
+            // guest memory inside `slice`, which stays mapped while `mem`
+            // lives; the kernel only reads it.
+            let n = unsafe {
+                libc::pwrite64(
+                    file.as_raw_fd(),
+                    guard.as_ptr().add(done).cast(),
+                    guard.len() - done,
+                    offset as libc::off64_t,
+                )
+            };
+            match n {
+                n if n > 0 => {
+                    done += n as usize;
+                    offset += n as u64;
+                }
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
