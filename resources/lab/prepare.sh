@@ -3,7 +3,7 @@
 # and print the directory: $XDG_CACHE_HOME/ember/lab/<hash>/ with
 #   vmlinuz     Debian's linux-image kernel from bookworm-backports (6.12)
 #   base.cpio   busybox, the lab init, stamp (line time-stamper, stamp.c),
-#               and the decompressed KVM modules
+#               kvmhold (kvmhold.c) and the decompressed KVM modules
 #   version     the kernel package's name and version
 # The kernel package is fetched with `apt-get download` through a private
 # apt configuration in the cache (the system's sources are left alone),
@@ -17,7 +17,7 @@ EMBER_SCRIPT_NAME=lab/prepare.sh
 need_packages qemu-system-x86 busybox-static xz-utils python3 apt gcc libc6-dev
 
 HASH_EXTRA="busybox-static $(pkg_version busybox-static)"
-hash=$(hash_inputs "$here/init" "$here/prepare.sh" "$here/stamp.c" "$here/../lib/mkcpio.py")
+hash=$(hash_inputs "$here/init" "$here/prepare.sh" "$here/stamp.c" "$here/kvmhold.c" "$here/../lib/mkcpio.py")
 dir=$(ember_cache lab/"$hash")
 mkdir -p "$(dirname "$dir")"
 exec 9>"$(dirname "$dir")/.lock"
@@ -57,7 +57,9 @@ for applet in $("$stage/bin/busybox" --list); do
     [ "$applet" = busybox ] || ln -s busybox "$stage/bin/$applet"
 done
 install -m 755 "$here/init" "$stage/init"
-gcc -O2 -static -Wall -o "$stage/bin/stamp" "$here/stamp.c" || die "cannot build stamp.c"
+for tool in stamp kvmhold; do
+    gcc -O2 -static -Wall -o "$stage/bin/$tool" "$here/$tool.c" || die "cannot build $tool.c"
+done
 echo "root:x:0:0:root:/root:/bin/sh" >"$stage/etc/passwd"
 # Debian ships no modules.dep for this use: load by path, in dependency order.
 for mod in virt/lib/irqbypass arch/x86/kvm/kvm drivers/crypto/ccp/ccp arch/x86/kvm/kvm-amd; do

@@ -116,13 +116,13 @@ run_lab() {
     set +e
     if [ $interactive = 1 ]; then
         timeout -s KILL "$outer" qemu-system-x86_64 \
-            -accel tcg,thread=${EMBER_LAB_TCG_THREAD:-single} -cpu EPYC-v3,+svm,+npt -smp 2 -m "$memory" \
+            -accel tcg,thread=${EMBER_LAB_TCG_THREAD:-multi} -cpu EPYC-v3,+svm,+npt -smp 2 -m "$memory" \
             -nodefaults -no-user-config -display none -no-reboot \
             -kernel "$labdir/vmlinuz" -initrd "$tmp/lab.cpio" -append "$cmdline" \
             "${chardev[@]}" -serial chardev:con -chardev file,id=ctl,path="$ctl" -serial chardev:ctl 2>"$tmp/qemu.err"
     else
         timeout -s KILL "$outer" qemu-system-x86_64 \
-            -accel tcg,thread=${EMBER_LAB_TCG_THREAD:-single} -cpu EPYC-v3,+svm,+npt -smp 2 -m "$memory" \
+            -accel tcg,thread=${EMBER_LAB_TCG_THREAD:-multi} -cpu EPYC-v3,+svm,+npt -smp 2 -m "$memory" \
             -nodefaults -no-user-config -display none -no-reboot \
             -kernel "$labdir/vmlinuz" -initrd "$tmp/lab.cpio" -append "$cmdline" \
             "${chardev[@]}" -serial chardev:con -chardev file,id=ctl,path="$ctl" -serial chardev:ctl </dev/null 2>"$tmp/qemu.err"
