@@ -25,7 +25,7 @@ use virtio_bindings::virtio_blk::{
 };
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
-use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{ByteValued, Bytes, GuestMemoryBackend};
 
 use super::SECTOR_SIZE;
 use crate::memory::GuestMemoryMmap;
@@ -154,12 +154,8 @@ impl Disk {
         match kind {
             VIRTIO_BLK_T_IN => {
                 let total = self.check_data(mem, data, true, sector)?;
-                let mut offset = sector * SECTOR_SIZE;
-                for d in data {
-                    read_into_guest(&self.file, mem, d.addr(), d.len() as usize, offset)
-                        .map_err(|_| Failure::IoErr("read failed"))?;
-                    offset += u64::from(d.len());
-                }
+                transfer(&self.file, mem, data, sector * SECTOR_SIZE, Direction::Read)
+                    .map_err(|_| Failure::IoErr("read failed"))?;
                 Ok(total)
             }
             VIRTIO_BLK_T_OUT => {
@@ -167,12 +163,14 @@ impl Disk {
                     return Err(Failure::IoErr("write to a read-only disk"));
                 }
                 self.check_data(mem, data, false, sector)?;
-                let mut offset = sector * SECTOR_SIZE;
-                for d in data {
-                    write_from_guest(&self.file, mem, d.addr(), d.len() as usize, offset)
-                        .map_err(|_| Failure::IoErr("write failed"))?;
-                    offset += u64::from(d.len());
-                }
+                transfer(
+                    &self.file,
+                    mem,
+                    data,
+                    sector * SECTOR_SIZE,
+                    Direction::Write,
+                )
+                .map_err(|_| Failure::IoErr("write failed"))?;
                 Ok(0)
             }
             VIRTIO_BLK_T_FLUSH => {
@@ -237,86 +235,92 @@ fn in_memory(mem: &GuestMemoryMmap, d: &Descriptor) -> bool {
     GuestMemoryBackend::check_range(mem, d.addr(), d.len() as usize)
 }
 
-/// `pread`s `len` bytes at file `offset` into guest memory at `addr`
-/// (already checked to lie in guest memory).
-fn read_into_guest(
-    file: &File,
-    mem: &GuestMemoryMmap,
-    addr: GuestAddress,
-    len: usize,
-    mut offset: u64,
-) -> io::Result<()> {
-    for slice in GuestMemoryBackend::get_slices(mem, addr, len) {
-        let slice = slice.map_err(io::Error::other)?;
-        let guard = slice.ptr_guard_mut();
-        let mut done = 0;
-        while done < guard.len() {
-            // SAFETY: the destination is `guard.len() - done` bytes of
-            // mapped guest memory inside `slice`, which stays mapped while
-            // `mem` lives; the kernel writes at most that many bytes.
-            let n = unsafe {
-                libc::pread64(
-                    file.as_raw_fd(),
-                    guard.as_ptr().add(done).cast(),
-                    guard.len() - done,
-                    offset as libc::off64_t,
-                )
-            };
-            match n {
-                n if n > 0 => {
-                    done += n as usize;
-                    offset += n as u64;
-                }
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                _ => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
+/// Which way [`transfer`] moves data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// File to guest memory (`VIRTIO_BLK_T_IN`).
+    Read,
+    /// Guest memory to file (`VIRTIO_BLK_T_OUT`).
+    Write,
 }
 
-/// `pwrite`s `len` bytes of guest memory at `addr` (already checked to lie
-/// in guest memory) to file `offset`.
-fn write_from_guest(
+/// Most iovecs one `preadv`/`pwritev` call takes (Linux `UIO_MAXIOV`).
+const MAX_IOVECS: usize = 1024;
+
+/// Moves the data buffers of a request (already checked to lie in guest
+/// memory) between the file at `offset` and guest memory with vectored
+/// I/O: one `preadv`/`pwritev` for the whole request rather than one call
+/// per buffer, which matters when every system call is expensive.
+fn transfer(
     file: &File,
     mem: &GuestMemoryMmap,
-    addr: GuestAddress,
-    len: usize,
+    data: &[Descriptor],
     mut offset: u64,
+    direction: Direction,
 ) -> io::Result<()> {
-    for slice in GuestMemoryBackend::get_slices(mem, addr, len) {
-        let slice = slice.map_err(io::Error::other)?;
-        let guard = slice.ptr_guard();
-        let mut done = 0;
-        while done < guard.len() {
-            // SAFETY: the source is `guard.len() - done` bytes of mapped
-            // guest memory inside `slice`, which stays mapped while `mem`
-            // lives; the kernel only reads it.
-            let n = unsafe {
-                libc::pwrite64(
+    // The guards keep the slices' pointers valid until the calls are done.
+    let mut guards = Vec::new();
+    for d in data {
+        for slice in GuestMemoryBackend::get_slices(mem, d.addr(), d.len() as usize) {
+            let slice = slice.map_err(io::Error::other)?;
+            guards.push(slice.ptr_guard_mut());
+        }
+    }
+    let mut iovecs: Vec<libc::iovec> = guards
+        .iter()
+        .filter(|g| g.len() > 0)
+        .map(|g| libc::iovec {
+            iov_base: g.as_ptr().cast(),
+            iov_len: g.len(),
+        })
+        .collect();
+    let mut first = 0;
+    while first < iovecs.len() {
+        let batch = &iovecs[first..iovecs.len().min(first + MAX_IOVECS)];
+        // SAFETY: every iovec points into mapped guest memory held by a
+        // guard in `guards` (alive until the end of this function) and its
+        // length stays within that slice; the kernel reads or writes at most
+        // those bytes.
+        let n = unsafe {
+            match direction {
+                Direction::Read => libc::preadv64(
                     file.as_raw_fd(),
-                    guard.as_ptr().add(done).cast(),
-                    guard.len() - done,
+                    batch.as_ptr(),
+                    batch.len() as libc::c_int,
                     offset as libc::off64_t,
-                )
-            };
-            match n {
-                n if n > 0 => {
-                    done += n as usize;
-                    offset += n as u64;
+                ),
+                Direction::Write => libc::pwritev64(
+                    file.as_raw_fd(),
+                    batch.as_ptr(),
+                    batch.len() as libc::c_int,
+                    offset as libc::off64_t,
+                ),
+            }
+        };
+        let mut n = match n {
+            n if n > 0 => n as usize,
+            0 if direction == Direction::Read => return Err(io::ErrorKind::UnexpectedEof.into()),
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
                 }
-                0 => return Err(io::ErrorKind::WriteZero.into()),
-                _ => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
+                return Err(e);
+            }
+        };
+        offset += n as u64;
+        // Skip the iovecs done and trim a partly done one.
+        while n > 0 && first < iovecs.len() {
+            let iov = &mut iovecs[first];
+            if n >= iov.iov_len {
+                n -= iov.iov_len;
+                first += 1;
+            } else {
+                // SAFETY: advancing within the same iovec's buffer.
+                iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(n).cast() };
+                iov.iov_len -= n;
+                n = 0;
             }
         }
     }

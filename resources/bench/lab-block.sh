@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# virtio-blk benchmark in the nested lab: ember against QEMU -M microvm with
+# virtio-blk-device, same guest kernel, same 512 MiB raw image (in the lab's
+# RAM), ROUNDS interleaved rounds in one lab session. Inside the guest,
+# blkbench (blkbench.c, O_DIRECT, one request at a time) measures
+#   sequential read   256 MiB in 1 MiB requests (MB/s)
+#   sequential write  256 MiB in 1 MiB requests + fdatasync (MB/s)
+#   random read       4 KiB at random offsets, 10000 requests (IOPS)
+# and the table gives the medians and ember's ratio to QEMU (> 1: ember
+# faster).
+#
+#   resources/bench/lab-block.sh [-n ROUNDS]      (default 5)
+#
+# Needs a release build of ember (cargo build --release). Results:
+# docs/PERFORMANCE.md.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+EMBER_SCRIPT_NAME=bench/lab-block.sh
+# shellcheck source=../lib/common.sh
+. "$here/../lib/common.sh"
+
+rounds=5
+while getopts "n:" opt; do
+    case $opt in
+        n) rounds=$OPTARG ;;
+        *) die "usage: lab-block.sh [-n ROUNDS]" ;;
+    esac
+done
+ember=$here/../../target/release/ember
+[ -x "$ember" ] || die "no release build of ember: run cargo build --release"
+guest=$("$here/../guest/build.sh")
+qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 is not installed"
+tmp=$(mktemp -d)
+trap '[ -n "${EMBER_BENCH_KEEP:-}" ] || rm -rf "$tmp"' EXIT
+
+# The benchmark runs as the guest's first program (rdinit=/bench/run), from
+# an extra cpio archive appended to the default initramfs.
+mkdir -p "$tmp/stage/bench"
+gcc -O2 -static -Wall -o "$tmp/stage/bench/blkbench" "$here/blkbench.c"
+cat >"$tmp/stage/bench/run" <<'RUN'
+#!/bin/sh
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+/bench/blkbench seqread /dev/vda 256
+/bench/blkbench seqwrite /dev/vda 256
+/bench/blkbench randread /dev/vda 10000
+reboot -f
+RUN
+chmod +x "$tmp/stage/bench/run"
+python3 "$here/../lib/mkcpio.py" "$tmp/bench.cpio" --dir "$tmp/stage"
+{ gzip -dc "$guest/initramfs.cpio.gz"; cat "$tmp/bench.cpio"; } >"$tmp/bench-initramfs.cpio"
+
+cat >"$tmp/bench.sh" <<SCRIPT
+C="console=ttyS0 reboot=k panic=-1 quiet rdinit=/bench/run"
+dd if=/dev/zero of=/tmp/disk.img bs=1M count=512 2>/dev/null
+for r in \$(seq 1 $rounds); do
+    echo "=== ROUND \$r ember"
+    timeout -s KILL 120 ./ember run --kernel vmlinux --initrd bench-initramfs.cpio \\
+        --disk /tmp/disk.img --root none --cmdline "\$C" </dev/null
+    echo "=== ROUND \$r qemu"
+    timeout -s KILL 120 qemu-system-x86_64 -enable-kvm -cpu host \\
+        -M microvm,x-option-roms=off,acpi=off -m 128 -smp 1 -nodefaults -no-user-config \\
+        -display none -serial stdio -no-reboot \\
+        -kernel vmlinux -initrd bench-initramfs.cpio -append "\${C/reboot=k/reboot=t}" \\
+        -drive id=d0,file=/tmp/disk.img,format=raw,if=none -device virtio-blk-device,drive=d0 </dev/null
+done
+SCRIPT
+"$here/../lab/run.sh" --timeout $((rounds * 300 + 60)) \
+    --file "$ember" --file "$guest/vmlinux" --file "$tmp/bench-initramfs.cpio" \
+    --file "$qemu=$qemu" --file /usr/share/qemu/qboot.rom=/usr/share/qemu/qboot.rom \
+    "$tmp/bench.sh" >"$tmp/out" || die "the lab run failed: $(tail -n 5 "$tmp/out")"
+
+python3 - "$tmp/out" "$rounds" <<'PY'
+import re, statistics, sys
+res, vmm = {}, None
+for line in open(sys.argv[1], errors="replace"):
+    line = line.replace("\r", "").strip()
+    if line.startswith("==== lab: retrying"):
+        res = {}
+    m = re.match(r"=== ROUND \d+ (\S+)", line)
+    if m:
+        vmm = m.group(1)
+    m = re.match(r"BLKBENCH (\S+) \S+ \S+ (\S+)", line)
+    if m and vmm:
+        res.setdefault(vmm, {}).setdefault(m.group(1), []).append(float(m.group(2)))
+rounds = int(sys.argv[2])
+tests = [("seqread", "sequential read, MB/s"), ("seqwrite", "sequential write, MB/s"),
+         ("randread", "4 KiB random read, IOPS")]
+print(f"{'test':<26} {'ember median':>13} {'QEMU median':>13} {'ember/QEMU':>11}  rounds")
+for key, label in tests:
+    e, q = res.get("ember", {}).get(key, []), res.get("qemu", {}).get(key, [])
+    if len(e) != rounds or len(q) != rounds:
+        sys.exit(f"{key}: want {rounds} results per VMM, got ember {len(e)}, qemu {len(q)}")
+    me, mq = statistics.median(e), statistics.median(q)
+    print(f"{label:<26} {me:>13.1f} {mq:>13.1f} {me / mq:>11.2f}  {rounds}")
+PY
