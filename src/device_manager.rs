@@ -15,6 +15,7 @@ use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::config::{DiskConfig, VmConfig};
+use crate::devices::boot_timer::BootTimer;
 use crate::devices::bus::{self, Bus, Quiet};
 use crate::devices::i8042::I8042;
 use crate::devices::serial::{ConsoleOut, SerialDevice};
@@ -22,9 +23,11 @@ use crate::devices::virtio::block::{self, Block, BlockHandler};
 use crate::devices::virtio::mmio::{self, MmioTransport};
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::event_loop::ExitEvent;
+use crate::layout::{BOOT_TIMER_MMIO_ADDR, BOOT_TIMER_MMIO_SIZE, BOOT_TIMER_PORT};
 use crate::layout::{COM1_IRQ, COM1_PORT, COM1_SIZE, I8042_PORT, I8042_SIZE, QUIET_PORTS};
 use crate::layout::{MMIO_DEVICES_START, VIRTIO_IRQ_BASE, VIRTIO_MMIO_SIZE};
 use crate::memory::GuestMemoryMmap;
+use crate::timeline::Timeline;
 use crate::vcpu::exit::Buses;
 use kvm_ioctls::IoEventAddress;
 
@@ -63,9 +66,14 @@ fn eventfd() -> Result<EventFd, Error> {
     EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(Error::EventFd)
 }
 
-/// Creates COM1 (irqfd on [`COM1_IRQ`]), the i8042 (reset → `exit`) and
-/// the quiet probe ports.
-pub fn create_legacy_devices(vm: &VmFd, exit: &ExitEvent) -> Result<Devices, Error> {
+/// Creates COM1 (irqfd on [`COM1_IRQ`]), the i8042 (reset → `exit`), the
+/// boot timer (port and MMIO, marking `timeline`) and the quiet probe
+/// ports.
+pub fn create_legacy_devices(
+    vm: &VmFd,
+    exit: &ExitEvent,
+    timeline: &Timeline,
+) -> Result<Devices, Error> {
     let irq = eventfd()?;
     vm.register_irqfd(&irq, COM1_IRQ)
         .map_err(|e| Error::Irqfd(COM1_IRQ, e))?;
@@ -73,7 +81,7 @@ pub fn create_legacy_devices(vm: &VmFd, exit: &ExitEvent) -> Result<Devices, Err
     let serial = Arc::new(Mutex::new(SerialDevice::new(
         irq,
         rx_ready.try_clone().map_err(Error::EventFd)?,
-        Box::new(ConsoleOut),
+        Box::new(ConsoleOut(timeline.clone())),
     )));
 
     let mut pio = Bus::new("pio");
@@ -90,11 +98,14 @@ pub fn create_legacy_devices(vm: &VmFd, exit: &ExitEvent) -> Result<Devices, Err
         pio.insert(u64::from(base), u64::from(len), quiet.clone())
             .map_err(Error::Bus)?;
     }
+    let boot_timer = Arc::new(Mutex::new(BootTimer::new(timeline.clone())));
+    pio.insert(u64::from(BOOT_TIMER_PORT), 1, boot_timer.clone())
+        .map_err(Error::Bus)?;
+    let mut mmio = Bus::new("mmio");
+    mmio.insert(BOOT_TIMER_MMIO_ADDR, BOOT_TIMER_MMIO_SIZE, boot_timer)
+        .map_err(Error::Bus)?;
     Ok(Devices {
-        buses: Buses {
-            pio,
-            mmio: Bus::new("mmio"),
-        },
+        buses: Buses { pio, mmio },
         serial,
         serial_rx_ready: rx_ready,
     })

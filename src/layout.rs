@@ -65,6 +65,14 @@ pub const MAX_VIRTIO_DEVICES: usize = (IOAPIC_NUM_PINS as u32 - VIRTIO_IRQ_BASE)
 pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 /// KVM's identity-map page (`KVM_SET_IDENTITY_MAP_ADDR`), just below the TSS.
 pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
+/// Boot timer MMIO window (Firecracker's current boot-timer address, the
+/// first page of the MMIO gap): a guest writes [`BOOT_TIMER_MAGIC`] at
+/// offset 0 when its init starts.
+pub const BOOT_TIMER_MMIO_ADDR: u64 = MMIO_GAP_START;
+/// Size of the boot timer MMIO window.
+pub const BOOT_TIMER_MMIO_SIZE: u64 = 0x1000;
+/// The value a guest writes to the boot timer to mark "init reached".
+pub const BOOT_TIMER_MAGIC: u8 = 123;
 /// IOAPIC MMIO base.
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 /// Local APIC MMIO base.
@@ -89,6 +97,9 @@ pub const COM1_IRQ: u32 = 4;
 pub const I8042_PORT: u16 = 0x60;
 /// i8042 port count (0x60..=0x64).
 pub const I8042_SIZE: u16 = 5;
+/// Boot timer port (Firecracker's old boot-timer address), one byte: the
+/// same device as [`BOOT_TIMER_MMIO_ADDR`].
+pub const BOOT_TIMER_PORT: u16 = 0x3f0;
 /// POST diagnostic port, written by kernels as an I/O delay.
 pub const POST_PORT: u16 = 0x80;
 

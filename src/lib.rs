@@ -21,6 +21,8 @@
 //! | one pure exit handler | [`vcpu::exit::handle_exit`] |
 //! | exit event, signals, stdin | [`event_loop`] |
 //! | raw terminal, restored on every path | [`terminal`] |
+//! | boot timeline (`--boot-timer`), boot-timer device | [`timeline`], [`devices::boot_timer`] |
+//! | `ember bench`: N boots as child processes, statistics | `bench.rs` (binary) |
 //!
 //! # Exit status of the `ember` binary
 //!
@@ -29,6 +31,7 @@
 //! error, emulation failure, failed entry, unhandled exit, vCPU panic),
 //! 128+N stopped by signal N (143 for SIGTERM).
 
+pub mod bench;
 pub mod boot;
 pub mod config;
 pub mod device_manager;
@@ -38,11 +41,13 @@ pub mod kvm;
 pub mod layout;
 pub mod memory;
 pub mod terminal;
+pub mod timeline;
 pub mod vcpu;
 pub mod vmm;
 
 pub use config::VmConfig;
 pub use event_loop::StopReason;
+pub use timeline::Timeline;
 pub use vmm::Error;
 
 /// Exit status: the guest reset, rebooted, powered off or triple-faulted.
@@ -52,9 +57,10 @@ pub const EXIT_ERROR: u8 = 1;
 /// Exit status: the VM failed at run time.
 pub const EXIT_VM_FAILURE: u8 = 2;
 
-/// Boots the VM and runs it until it stops; returns why it stopped.
-pub fn run(config: &VmConfig) -> Result<StopReason, Error> {
-    vmm::run(config)
+/// Boots the VM and runs it until it stops, marking the boot phases on
+/// `timeline`; returns why it stopped.
+pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<StopReason, Error> {
+    vmm::run(config, timeline)
 }
 
 /// The process exit status for a stop reason.

@@ -2,11 +2,14 @@
 //! [`ember::run`], and maps the result to one line on stderr and an exit
 //! status (see [`ember::exit_code`]).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use ember::bench;
 use ember::config::{self, BootMode, VmConfig};
+use ember::timeline::{self, Phase, ReportExtra, Timeline};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,38 +28,125 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Boot a kernel with its console on this terminal.
-    Run {
-        /// Kernel: ELF vmlinux (PVH entry if it has the note) or bzImage.
+    Run(RunArgs),
+    /// Boot a guest N times (each in a child `ember run --boot-timer=json`)
+    /// and print min, median, p90 and max of each boot phase, peak RSS and
+    /// the VMM's overhead.
+    Bench {
+        /// Measured runs.
+        #[arg(short = 'n', long = "runs", default_value_t = 20)]
+        runs: usize,
+        /// Unmeasured runs first.
+        #[arg(long, default_value_t = 2)]
+        warmups: usize,
+        /// One JSON object on stdout instead of the table.
         #[arg(long)]
-        kernel: PathBuf,
-        /// Initial ramdisk.
-        #[arg(long)]
-        initrd: Option<PathBuf>,
-        /// Kernel command line.
-        #[arg(long, default_value = config::DEFAULT_CMDLINE)]
-        cmdline: String,
-        /// Guest memory: 512M, 2G, or a plain number of MiB.
-        #[arg(long, default_value = "128M")]
-        memory: String,
-        /// Number of vCPUs (1-254).
-        #[arg(long, default_value_t = 1)]
-        cpus: u64,
-        /// Entry protocol: auto (PVH if the ELF has the note), pvh, linux64.
-        #[arg(long, default_value = "auto")]
-        boot_mode: String,
-        /// KVM device node.
-        #[arg(long, default_value = ember::kvm::KVM_PATH)]
-        kvm_device: PathBuf,
-        /// virtio-block disk PATH[,readonly][,id=NAME]; repeat for more
-        /// disks: /dev/vda, /dev/vdb, ... in order.
-        #[arg(long = "disk", value_name = "PATH[,readonly][,id=NAME]")]
-        disks: Vec<String>,
-        /// Root device added to the command line as `root=DEV rw`. Default
-        /// (auto): /dev/vda when a disk is given and the command line has
-        /// no root=; `none` adds nothing.
-        #[arg(long, value_name = "DEV|auto|none", default_value = "auto")]
-        root: String,
+        json: bool,
+        #[command(flatten)]
+        vm: RunArgs,
     },
+}
+
+/// `--boot-timer` output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BootTimerFormat {
+    /// A table on stderr.
+    Text,
+    /// One JSON object on one line on stderr.
+    Json,
+}
+
+/// What boots: shared by `run` and `bench`.
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Kernel: ELF vmlinux (PVH entry if it has the note) or bzImage.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Initial ramdisk.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = config::DEFAULT_CMDLINE)]
+    cmdline: String,
+    /// Guest memory: 512M, 2G, or a plain number of MiB.
+    #[arg(long, default_value = "128M")]
+    memory: String,
+    /// Number of vCPUs (1-254).
+    #[arg(long, default_value_t = 1)]
+    cpus: u64,
+    /// Entry protocol: auto (PVH if the ELF has the note), pvh, linux64.
+    #[arg(long, default_value = "auto")]
+    boot_mode: String,
+    /// KVM device node.
+    #[arg(long, default_value = ember::kvm::KVM_PATH)]
+    kvm_device: PathBuf,
+    /// virtio-block disk PATH[,readonly][,id=NAME]; repeat for more
+    /// disks: /dev/vda, /dev/vdb, ... in order.
+    #[arg(long = "disk", value_name = "PATH[,readonly][,id=NAME]")]
+    disks: Vec<String>,
+    /// Root device added to the command line as `root=DEV rw`. Default
+    /// (auto): /dev/vda when a disk is given and the command line has
+    /// no root=; `none` adds nothing.
+    #[arg(long, value_name = "DEV|auto|none", default_value = "auto")]
+    root: String,
+    /// Print the boot timeline (ms since main) on stderr at exit;
+    /// `--boot-timer=json` prints one JSON object instead.
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "text"
+    )]
+    boot_timer: Option<BootTimerFormat>,
+}
+
+impl RunArgs {
+    /// The arguments of `ember run` that boot the same VM.
+    fn to_run_args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> =
+            vec!["run".into(), "--kernel".into(), self.kernel.clone().into()];
+        if let Some(initrd) = &self.initrd {
+            a.extend(["--initrd".into(), initrd.clone().into()]);
+        }
+        for (flag, value) in [
+            ("--cmdline", self.cmdline.clone()),
+            ("--memory", self.memory.clone()),
+            ("--cpus", self.cpus.to_string()),
+            ("--boot-mode", self.boot_mode.clone()),
+            ("--root", self.root.clone()),
+        ] {
+            a.extend([flag.into(), value.into()]);
+        }
+        a.extend(["--kvm-device".into(), self.kvm_device.clone().into()]);
+        for d in &self.disks {
+            a.extend(["--disk".into(), d.into()]);
+        }
+        a
+    }
+
+    fn config(&self) -> Result<VmConfig, config::Error> {
+        let mem = config::parse_size(&self.memory)?;
+        let mode = self.boot_mode.parse::<BootMode>()?;
+        let c = VmConfig::new(
+            self.kernel.clone(),
+            self.initrd.clone(),
+            Some(self.cmdline.clone()),
+            mem,
+            self.cpus,
+            mode,
+        )?;
+        let c = VmConfig {
+            kvm_device: self.kvm_device.clone(),
+            ..c
+        };
+        let disks = self
+            .disks
+            .iter()
+            .map(|d| d.parse::<config::DiskConfig>())
+            .collect::<Result<Vec<_>, _>>()?;
+        c.with_disks(disks, self.root.parse()?)
+    }
 }
 
 /// One line: the error and its sources, joined by ": ".
@@ -110,6 +200,8 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    // The timeline's origin: the earliest point of main (see ember::timeline).
+    let timeline = Timeline::start();
     init_logging();
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
@@ -154,45 +246,78 @@ fn main() -> ExitCode {
         println!("host KVM: {}", ember::kvm::flavour());
         return ExitCode::SUCCESS;
     }
-    let Some(Command::Run {
-        kernel,
-        initrd,
-        cmdline,
-        memory,
-        cpus,
-        boot_mode,
-        kvm_device,
-        disks,
-        root,
-    }) = cli.command
-    else {
-        eprintln!("ember: error: no command given (see `ember help`)");
-        return ExitCode::from(ember::EXIT_ERROR);
-    };
-    let config = match config::parse_size(&memory)
-        .and_then(|mem| Ok((mem, boot_mode.parse::<BootMode>()?)))
-        .and_then(|(mem, mode)| VmConfig::new(kernel, initrd, Some(cmdline), mem, cpus, mode))
-    {
-        Ok(c) => VmConfig { kvm_device, ..c },
-        Err(e) => return fail(&e),
-    };
-    let config = match disks
-        .iter()
-        .map(|d| d.parse::<config::DiskConfig>())
-        .collect::<Result<Vec<_>, _>>()
-        .and_then(|disks| config.with_disks(disks, root.parse()?))
-    {
+    match cli.command {
+        Some(Command::Run(args)) => run(&args, &timeline),
+        Some(Command::Bench {
+            runs,
+            warmups,
+            json,
+            vm,
+        }) => {
+            if let Err(e) = vm.config() {
+                return fail(&e);
+            }
+            let exe = match std::env::current_exe() {
+                Ok(p) => p,
+                Err(e) => return fail(&e),
+            };
+            let plan = bench::Plan {
+                exe,
+                args: vm.to_run_args(),
+                runs,
+                warmups,
+                guest_memory_kib: config::parse_size(&vm.memory).unwrap_or(0) / 1024,
+            };
+            match bench::run(&plan) {
+                Ok(report) => {
+                    if json {
+                        println!("{}", report.to_json(&plan));
+                    } else {
+                        print!("{}", report.to_table(&plan));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        None => {
+            eprintln!("ember: error: no command given (see `ember help`)");
+            ExitCode::from(ember::EXIT_ERROR)
+        }
+    }
+}
+
+/// `ember run`: boots the VM, prints the boot timeline if asked.
+fn run(args: &RunArgs, timeline: &Timeline) -> ExitCode {
+    let config = match args.config() {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    match ember::run(&config) {
+    timeline.mark(Phase::ArgsParsed);
+    let result = ember::run(&config, timeline);
+    let (code, stop) = match result {
         Ok(reason) => {
-            let code = ember::exit_code(&reason);
             if !reason.is_clean() {
                 eprintln!("ember: error: {reason}");
             }
-            ExitCode::from(code)
+            (
+                ExitCode::from(ember::exit_code(&reason)),
+                reason.to_string(),
+            )
         }
-        Err(e) => fail(&e),
+        Err(e) => (fail(&e), format!("error: {}", error_line(&e))),
+    };
+    timeline.mark(Phase::ProcessExit);
+    if let Some(format) = args.boot_timer {
+        let extra = ReportExtra {
+            stop,
+            guest_memory_kib: config.memory / 1024,
+            peak_rss_kib: timeline::peak_rss_kib(),
+        };
+        match format {
+            BootTimerFormat::Text => eprint!("{}", timeline.to_text(&extra)),
+            BootTimerFormat::Json => eprintln!("{}", timeline.to_json(&extra)),
+        }
     }
+    code
 }

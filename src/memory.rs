@@ -90,6 +90,19 @@ pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), Error> {
     Ok(())
 }
 
+/// Guest RAM resident in host memory, in KiB (`mincore` over every
+/// region): what the guest and the loader touched, since nothing is
+/// prefaulted.
+pub fn resident_kib(mem: &GuestMemoryMmap) -> u64 {
+    mem.iter()
+        .filter_map(|r| {
+            let host = mem.get_host_address(r.start_addr()).ok()?;
+            crate::timeline::resident_bytes(host, r.len() as usize)
+        })
+        .sum::<u64>()
+        / 1024
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

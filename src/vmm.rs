@@ -13,6 +13,7 @@ use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY}
 use crate::config::VmConfig;
 use crate::event_loop::{EventLoop, ExitEvent, SignalFd, StdinForwarder, StopReason};
 use crate::layout::{KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
+use crate::timeline::{Phase, Timeline};
 use crate::{boot, device_manager, event_loop, kvm, memory, terminal, vcpu};
 
 /// Errors building or running the VM, one variant per step.
@@ -56,15 +57,19 @@ pub enum Error {
     EventLoop(#[from] event_loop::Error),
 }
 
-/// Boots the VM described by `config` and runs it until it stops.
-pub fn run(config: &VmConfig) -> Result<StopReason, Error> {
+/// Boots the VM described by `config` and runs it until it stops, marking
+/// each boot phase on `timeline`.
+pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<StopReason, Error> {
     // Guest memory and the kernel first: bad input is reported before
     // host problems, and neither needs KVM.
     let mem = Arc::new(memory::create(config.memory)?);
+    timeline.mark(Phase::MemoryMapped);
     let entry = boot::load(&mem, &device_manager::virtio_cmdline(config))?;
+    timeline.mark(Phase::KernelLoaded);
     let kvm = kvm::open(&config.kvm_device)?;
     let vm = kvm.create_vm().map_err(Error::CreateVm)?;
     memory::register(&vm, &mem)?;
+    timeline.mark(Phase::VmCreated);
     vm.set_tss_address(KVM_TSS_ADDR as usize)
         .map_err(Error::TssAddr)?;
     vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
@@ -80,8 +85,9 @@ pub fn run(config: &VmConfig) -> Result<StopReason, Error> {
     vcpu::paging::write(&mem).map_err(vcpu::Error::BootTables)?;
 
     let exit = ExitEvent::new()?;
-    let mut devices = device_manager::create_legacy_devices(&vm, &exit)?;
+    let mut devices = device_manager::create_legacy_devices(&vm, &exit, timeline)?;
     let disks = device_manager::create_disks(&vm, &mem, &mut devices.buses.mmio, &config.disks)?;
+    timeline.mark(Phase::DevicesCreated);
 
     let supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -109,7 +115,7 @@ pub fn run(config: &VmConfig) -> Result<StopReason, Error> {
     let mut handles = Vec::with_capacity(vcpus.len());
     let mut start_error = None;
     for v in vcpus {
-        match v.start(buses.clone(), exit.clone()) {
+        match v.start(buses.clone(), exit.clone(), timeline.clone()) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 start_error = Some(e);
@@ -117,16 +123,19 @@ pub fn run(config: &VmConfig) -> Result<StopReason, Error> {
             }
         }
     }
+    timeline.mark(Phase::VcpusStarted);
     let result = match start_error {
         Some(e) => Err(Error::Vcpu(e)),
         None => event_loop.run().map_err(Error::EventLoop),
     };
+    timeline.mark(Phase::GuestStop);
     for h in &handles {
         h.kick_stop();
     }
     for h in handles {
         h.join();
     }
+    timeline.set_guest_resident_kib(memory::resident_kib(&mem));
     let reason = result?;
     log::info!("VM stopped: {reason}");
     Ok(reason)

@@ -10,6 +10,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::BusDevice;
 use super::EventFdTrigger;
+use crate::timeline::{Phase, Timeline};
 
 /// Serial events: tells the event loop when the guest has drained the
 /// receive FIFO so that more input can be queued.
@@ -83,11 +84,15 @@ impl BusDevice for SerialDevice {
 }
 
 /// Unbuffered stdout for the console: each guest byte is written through.
-#[derive(Debug, Default)]
-pub struct ConsoleOut;
+/// The first byte marks [`Phase::FirstSerialOutput`] on the timeline.
+#[derive(Debug)]
+pub struct ConsoleOut(pub Timeline);
 
 impl Write for ConsoleOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !buf.is_empty() {
+            self.0.mark(Phase::FirstSerialOutput);
+        }
         let mut out = std::io::stdout().lock();
         out.write_all(buf)?;
         out.flush()?;

@@ -29,6 +29,7 @@ use kvm_ioctls::{VcpuFd, VmFd};
 
 use crate::boot::EntryPoint;
 use crate::event_loop::{ExitEvent, StopReason};
+use crate::timeline::{Phase, Timeline};
 use exit::{handle_exit, Buses, Emulation};
 
 /// vCPU errors.
@@ -216,7 +217,14 @@ pub struct VcpuHandle {
 
 impl Vcpu {
     /// Starts the vCPU's thread.
-    pub fn start(self, buses: Arc<Buses>, exit: ExitEvent) -> Result<VcpuHandle, Error> {
+    /// The thread marks [`Phase::FirstVcpuEntry`] on `timeline` just before its
+    /// first `KVM_RUN`.
+    pub fn start(
+        self,
+        buses: Arc<Buses>,
+        exit: ExitEvent,
+        timeline: Timeline,
+    ) -> Result<VcpuHandle, Error> {
         let state = Arc::new(SharedRunState::new());
         let thread_state = state.clone();
         let index = self.index;
@@ -227,7 +235,10 @@ impl Vcpu {
         } = self;
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
-            .spawn(move || run_loop(fd, index, &thread_state, &buses, &exit))
+            .spawn(move || {
+                timeline.mark(Phase::FirstVcpuEntry);
+                run_loop(fd, index, &thread_state, &buses, &exit)
+            })
             .map_err(|e| Error::Spawn(index, e))?;
         Ok(VcpuHandle {
             index,

@@ -207,3 +207,21 @@ pub fn read_until(r: &mut impl Read, needle: &str) -> String {
     }
     String::from_utf8_lossy(&acc).into_owned()
 }
+
+/// Builds the boot-timer tiny guest (`resources/tiny-guest/boot-timer.S`)
+/// with `resources/tiny-guest/build.sh`; returns the ELF path.
+pub fn boot_timer_guest() -> PathBuf {
+    static BUILDS: AtomicUsize = AtomicUsize::new(0);
+    let n = BUILDS.fetch_add(1, Ordering::SeqCst);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("tiny-guest")
+        .join(format!("boot-timer-{}-{n}.elf", std::process::id()));
+    let status = Command::new(root.join("resources/tiny-guest/build.sh"))
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run resources/tiny-guest/build.sh");
+    assert!(status.success(), "build.sh failed");
+    out
+}
