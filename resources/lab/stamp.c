@@ -1,17 +1,19 @@
 /*
  * stamp: run a command and time-stamp each line it prints.
  *
- *   stamp CMD [ARGS...]
+ *   stamp [-k TEXT] CMD [ARGS...]
  *
  * The command's stdout and stderr (one pipe, so in order) are copied to
  * stdout, each line prefixed with "[MS] ", the milliseconds (to the
  * microsecond) since just before the command was started, on the monotonic
  * clock. A last line "[MS] STAMP-EXIT N" gives the time the command ended and
  * its exit status (128+signal when killed). stamp's own status is the
- * command's. Built statically for the nested lab by prepare.sh; used to time
+ * command's. With -k, the command is killed (SIGKILL) once a line containing
+ * TEXT has been printed: for a VMM that would otherwise never exit. Built statically for the nested lab by prepare.sh; used to time
  * a VMM from process start to each line its guest prints.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +30,14 @@ static double ms_since(const struct timespec *t0)
 
 int main(int argc, char **argv)
 {
+	const char *kill_text = NULL;
+	if (argc > 2 && strcmp(argv[1], "-k") == 0) {
+		kill_text = argv[2];
+		argv += 2;
+		argc -= 2;
+	}
 	if (argc < 2) {
-		fprintf(stderr, "usage: stamp CMD [ARGS...]\n");
+		fprintf(stderr, "usage: stamp [-k TEXT] CMD [ARGS...]\n");
 		return 2;
 	}
 	int fds[2];
@@ -75,12 +83,18 @@ int main(int argc, char **argv)
 				line[len++] = buf[i];
 			printf("[%.3f] %.*s\n", line_start, (int)len, line);
 			fflush(stdout);
+			line[len] = 0;
 			len = 0;
+			if (kill_text && strstr(line, kill_text)) {
+				kill(pid, SIGKILL);
+				goto reap;
+			}
 			line_start = -1;
 		}
 	}
 	if (len > 0)
 		printf("[%.3f] %.*s\n", line_start, (int)len, line);
+reap:;
 	int status;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;

@@ -62,7 +62,8 @@ pub struct LabRun {
 }
 
 /// Runs `script` (a file under `tests/lab/`) in the lab with `files` (paths,
-/// or `SRC=/ABS/DEST`), with a deadline of `timeout_s` seconds.
+/// or `SRC=/ABS/DEST`) and `tests/lab/lib.sh`, with a deadline of
+/// `timeout_s` seconds.
 pub fn run_in_lab(script: &str, files: &[String], timeout_s: u32) -> LabRun {
     run_in_lab_with(script, files, timeout_s, "3G")
 }
@@ -72,6 +73,7 @@ pub fn run_in_lab_with(script: &str, files: &[String], timeout_s: u32, memory: &
     let mut cmd = Command::new(repo().join("resources/lab/run.sh"));
     cmd.arg("--timeout").arg(timeout_s.to_string());
     cmd.arg("--memory").arg(memory);
+    cmd.arg("--file").arg(repo().join("tests/lab/lib.sh"));
     for f in files {
         cmd.arg("--file").arg(f);
     }

@@ -9,26 +9,7 @@
 set -u
 PATH=/lab:$PATH
 
-# The guest's shell, typed into through ember's stdin once it is up.
-drive() { # drive CMDLINE_FILE EMBER_ARGS...
-    cmds=$1
-    shift
-    rm -f /tmp/stdin /tmp/stdout
-    mkfifo /tmp/stdin
-    (
-        i=0
-        until grep -q "interactive shell" /tmp/stdout 2>/dev/null || [ $i -ge 600 ]; do
-            sleep 0.1
-            i=$((i + 1))
-        done
-        cat "$cmds"
-        sleep 30
-    ) >/tmp/stdin &
-    timeout -s KILL 90 ./ember run --kernel vmlinux "$@" </tmp/stdin >/tmp/stdout 2>&1
-    rc=$?
-    cat /tmp/stdout
-    return $rc
-}
+. ./lib.sh
 
 echo "=== CASE root"
 cp rootfs.ext4 /tmp/root.ext4
@@ -58,7 +39,7 @@ sync
 mount -o remount,ro / && echo "GUEST-REMOUNT-RO rc=0"
 reboot -f
 GUEST
-drive /tmp/cmds --disk /tmp/root.ext4 --disk /tmp/data.img,id=data-one \
+drive /tmp/cmds --kernel vmlinux --disk /tmp/root.ext4 --disk /tmp/data.img,id=data-one \
     --disk /tmp/ro.img,readonly,id=ro-two
 echo "=== END disks status=$?"
 

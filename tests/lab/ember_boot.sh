@@ -27,18 +27,7 @@ boot mem-4G --memory 4G --kernel vmlinux --initrd initramfs.cpio.gz --cmdline "$
 # shell is up, a command, then a reboot. No --cmdline: the default one must
 # give the serial console (and the init's default, the shell).
 echo "=== CASE stdin"
-mkfifo /tmp/stdin
-(
-    i=0
-    until grep -q "interactive shell" /tmp/stdout 2>/dev/null || [ $i -ge 600 ]; do
-        sleep 0.1
-        i=$((i + 1))
-    done
-    printf 'echo "sum=$((6 * 7))"\n'
-    sleep 2
-    printf 'reboot -f\n'
-) >/tmp/stdin &
-timeout -s KILL 60 ./ember run --kernel vmlinux --initrd initramfs.cpio.gz </tmp/stdin >/tmp/stdout 2>&1
-rc=$?
-cat /tmp/stdout
-echo "=== END stdin status=$rc"
+. ./lib.sh
+printf '%s\n' 'echo "sum=$((6 * 7))"' 'reboot -f' >/tmp/cmds
+drive /tmp/cmds --kernel vmlinux --initrd initramfs.cpio.gz
+echo "=== END stdin status=$?"
