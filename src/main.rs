@@ -461,9 +461,10 @@ fn report(outcome: &ember::Outcome, cmd_mode: bool, share: Option<&Share>) -> Ex
         }
         r if !r.is_clean() => {
             eprintln!("ember: error: {reason} (exit status {code})");
-            if cmd_mode {
+            let lines = outcome.console.last_lines(FAILURE_CONSOLE_LINES);
+            if cmd_mode && !lines.is_empty() {
                 eprintln!("ember: last console lines:");
-                echo(outcome.console.last_lines(FAILURE_CONSOLE_LINES));
+                echo(lines);
             }
         }
         _ => {}
