@@ -138,6 +138,13 @@ pub struct VmConfig {
     pub kvm_device: PathBuf,
     /// virtio-block disks, in guest order (`/dev/vda`, `/dev/vdb`, ...).
     pub disks: Vec<DiskConfig>,
+    /// `--timeout`: stop the VM with [`crate::StopReason::Deadline`] after
+    /// this long.
+    pub timeout: Option<std::time::Duration>,
+    /// `--boot-timeout`: stop the VM with
+    /// [`crate::StopReason::BootDeadline`] if the guest has not written the
+    /// "booted" port after this long.
+    pub boot_timeout: Option<std::time::Duration>,
 }
 
 /// One `--disk PATH[,readonly][,id=NAME]`.
@@ -241,6 +248,8 @@ impl VmConfig {
             boot_mode,
             kvm_device: PathBuf::from(crate::kvm::KVM_PATH),
             disks: Vec::new(),
+            timeout: None,
+            boot_timeout: None,
         })
     }
 

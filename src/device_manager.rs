@@ -17,14 +17,16 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::config::{DiskConfig, VmConfig};
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::bus::{self, Bus, Quiet};
+use crate::devices::exit_status::{Booted, ExitStatus};
 use crate::devices::i8042::I8042;
-use crate::devices::serial::{ConsoleOut, SerialDevice};
+use crate::devices::serial::{ConsoleOut, ConsoleTail, SerialDevice};
 use crate::devices::virtio::block::{self, Block, BlockHandler};
 use crate::devices::virtio::mmio::{self, MmioTransport};
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::event_loop::ExitEvent;
 use crate::layout::{BOOT_TIMER_MMIO_ADDR, BOOT_TIMER_MMIO_SIZE, BOOT_TIMER_PORT};
 use crate::layout::{COM1_IRQ, COM1_PORT, COM1_SIZE, I8042_PORT, I8042_SIZE, QUIET_PORTS};
+use crate::layout::{EXIT_STATUS_PORT, EXIT_STATUS_SIZE};
 use crate::layout::{MMIO_DEVICES_START, VIRTIO_IRQ_BASE, VIRTIO_MMIO_SIZE};
 use crate::memory::GuestMemoryMmap;
 use crate::timeline::Timeline;
@@ -60,19 +62,22 @@ pub struct Devices {
     pub serial: Arc<Mutex<SerialDevice>>,
     /// Written by the serial device when its receive FIFO empties.
     pub serial_rx_ready: EventFd,
+    /// Set when the guest writes the exit-status device's "booted" port.
+    pub booted: Booted,
 }
 
 fn eventfd() -> Result<EventFd, Error> {
     EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(Error::EventFd)
 }
 
-/// Creates COM1 (irqfd on [`COM1_IRQ`]), the i8042 (reset → `exit`), the
-/// boot timer (port and MMIO, marking `timeline`) and the quiet probe
-/// ports.
+/// Creates COM1 (irqfd on [`COM1_IRQ`], output to stdout and `console`),
+/// the i8042 (reset → `exit`), the exit-status port (→ `exit`), the boot
+/// timer (port and MMIO, marking `timeline`) and the quiet probe ports.
 pub fn create_legacy_devices(
     vm: &VmFd,
     exit: &ExitEvent,
     timeline: &Timeline,
+    console: ConsoleTail,
 ) -> Result<Devices, Error> {
     let irq = eventfd()?;
     vm.register_irqfd(&irq, COM1_IRQ)
@@ -81,9 +86,13 @@ pub fn create_legacy_devices(
     let serial = Arc::new(Mutex::new(SerialDevice::new(
         irq,
         rx_ready.try_clone().map_err(Error::EventFd)?,
-        Box::new(ConsoleOut(timeline.clone())),
+        Box::new(ConsoleOut {
+            timeline: timeline.clone(),
+            tail: console,
+        }),
     )));
 
+    let booted = Booted::default();
     let mut pio = Bus::new("pio");
     pio.insert(u64::from(COM1_PORT), u64::from(COM1_SIZE), serial.clone())
         .map_err(Error::Bus)?;
@@ -91,6 +100,12 @@ pub fn create_legacy_devices(
         u64::from(I8042_PORT),
         u64::from(I8042_SIZE),
         Arc::new(Mutex::new(I8042::new(exit.clone()))),
+    )
+    .map_err(Error::Bus)?;
+    pio.insert(
+        u64::from(EXIT_STATUS_PORT),
+        u64::from(EXIT_STATUS_SIZE),
+        Arc::new(Mutex::new(ExitStatus::new(exit.clone(), booted.clone()))),
     )
     .map_err(Error::Bus)?;
     let quiet = Arc::new(Mutex::new(Quiet));
@@ -108,6 +123,7 @@ pub fn create_legacy_devices(
         buses: Buses { pio, mmio },
         serial,
         serial_rx_ready: rx_ready,
+        booted,
     })
 }
 

@@ -9,12 +9,17 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use std::time::Duration;
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::eventfd::EventFd;
 
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::timerfd::TimerFd;
+
+use crate::devices::exit_status::Booted;
 use crate::devices::serial::SerialDevice;
 
 /// Signals that stop the VM cleanly.
@@ -31,6 +36,9 @@ pub enum Error {
     /// Signal mask or signalfd setup failed.
     #[error("cannot set up signal handling")]
     Signals(#[source] std::io::Error),
+    /// timerfd creation or arming failed.
+    #[error("cannot set up the --timeout timer")]
+    Timer(#[source] vmm_sys_util::errno::Error),
     /// event-manager failed.
     #[error("event loop failed")]
     EventManager(#[source] event_manager::Error),
@@ -45,6 +53,15 @@ pub enum StopReason {
     TripleFault,
     /// The guest powered off (`KVM_SYSTEM_EVENT_SHUTDOWN`).
     GuestPowerOff,
+    /// The guest wrote its exit status to the exit-status port.
+    GuestExit(u8),
+    /// The guest kernel panicked ("Kernel panic" on the console, then a
+    /// reset because of `panic=-1`).
+    GuestPanic,
+    /// The `--timeout` deadline passed.
+    Deadline(std::time::Duration),
+    /// The `--boot-timeout` deadline passed before the guest said it booted.
+    BootDeadline(std::time::Duration),
     /// ember received a stop signal.
     Signal(libc::c_int),
     /// `KVM_EXIT_INTERNAL_ERROR` (suberror 1 is an emulation failure).
@@ -92,6 +109,7 @@ impl StopReason {
             StopReason::GuestReset
                 | StopReason::TripleFault
                 | StopReason::GuestPowerOff
+                | StopReason::GuestExit(_)
                 | StopReason::Signal(_)
         )
     }
@@ -103,6 +121,18 @@ impl std::fmt::Display for StopReason {
             StopReason::GuestReset => write!(f, "guest reset"),
             StopReason::TripleFault => write!(f, "guest triple fault (reset)"),
             StopReason::GuestPowerOff => write!(f, "guest powered off"),
+            StopReason::GuestExit(n) => write!(f, "guest reported exit status {n}"),
+            StopReason::GuestPanic => write!(f, "guest kernel panic"),
+            StopReason::Deadline(d) => write!(
+                f,
+                "timed out: the guest was still running after --timeout {}s",
+                d.as_secs()
+            ),
+            StopReason::BootDeadline(d) => write!(
+                f,
+                "boot timed out: the guest had not reported booting after --boot-timeout {}s",
+                d.as_secs()
+            ),
             StopReason::Signal(s) => write!(f, "stopped by signal {s}"),
             StopReason::InternalError {
                 vcpu,
@@ -142,6 +172,7 @@ impl std::fmt::Display for StopReason {
 struct ExitInner {
     evt: EventFd,
     reason: Mutex<Option<StopReason>>,
+    signalled: AtomicBool,
 }
 
 /// The VM's one exit event: an eventfd plus the first stop reason.
@@ -161,6 +192,7 @@ impl ExitEvent {
         Ok(ExitEvent(Arc::new(ExitInner {
             evt,
             reason: Mutex::new(None),
+            signalled: AtomicBool::new(false),
         })))
     }
 
@@ -172,9 +204,17 @@ impl ExitEvent {
                 *slot = Some(reason);
             }
         }
+        self.0.signalled.store(true, Ordering::SeqCst);
         if let Err(e) = self.0.evt.write(1) {
             log::error!("cannot write the exit event: {e}");
         }
+    }
+
+    /// True once a stop reason is recorded: cheap enough for the vCPU loop
+    /// to check after every exit, so the vCPU that wrote the exit-status
+    /// port or reset the VM never re-enters the guest.
+    pub fn is_signalled(&self) -> bool {
+        self.0.signalled.load(Ordering::SeqCst)
     }
 
     /// The recorded stop reason, if any.
@@ -280,6 +320,56 @@ impl MutEventSubscriber for ExitWatcher {
         } else if let Some(sig) = self.signals.read_signal() {
             log::info!("received signal {sig}, stopping the VM");
             self.exit.signal(StopReason::Signal(sig));
+        }
+    }
+}
+
+/// Stops the VM with [`StopReason::Deadline`] when a timerfd fires, or,
+/// for a boot deadline, with [`StopReason::BootDeadline`] unless the guest
+/// said it booted by then.
+#[derive(Debug)]
+pub struct Deadline {
+    timer: TimerFd,
+    after: Duration,
+    exit: ExitEvent,
+    boot: Option<Booted>,
+}
+
+impl Deadline {
+    /// A run deadline `after` from now.
+    pub fn new(after: Duration, exit: ExitEvent) -> Result<Self, Error> {
+        let mut timer = TimerFd::new().map_err(Error::Timer)?;
+        timer.reset(after, None).map_err(Error::Timer)?;
+        Ok(Deadline {
+            timer,
+            after,
+            exit,
+            boot: None,
+        })
+    }
+
+    /// A boot deadline `after` from now, met once `booted` is set.
+    pub fn boot(after: Duration, exit: ExitEvent, booted: Booted) -> Result<Self, Error> {
+        Ok(Deadline {
+            boot: Some(booted),
+            ..Deadline::new(after, exit)?
+        })
+    }
+}
+
+impl MutEventSubscriber for Deadline {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.timer, EventSet::IN)) {
+            log::error!("event loop: cannot watch the deadline timer: {e}");
+        }
+    }
+
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.timer.wait();
+        match &self.boot {
+            None => self.exit.signal(StopReason::Deadline(self.after)),
+            Some(booted) if !booted.get() => self.exit.signal(StopReason::BootDeadline(self.after)),
+            Some(_) => {}
         }
     }
 }
@@ -439,7 +529,9 @@ mod tests {
     fn first_reason_wins() {
         let e = ExitEvent::new().unwrap();
         assert_eq!(e.reason(), None);
+        assert!(!e.is_signalled());
         e.signal(StopReason::TripleFault);
+        assert!(e.is_signalled());
         e.clone().signal(StopReason::GuestReset);
         assert_eq!(e.reason(), Some(StopReason::TripleFault));
         assert!(StopReason::TripleFault.is_clean());
@@ -452,5 +544,46 @@ mod tests {
         .to_string();
         assert!(msg.contains("emulation failure"), "{msg}");
         assert!(msg.ends_with("at rip 0x100000"), "{msg}");
+        assert!(StopReason::GuestExit(3).is_clean());
+        assert!(!StopReason::GuestPanic.is_clean());
+        assert!(!StopReason::Deadline(Duration::from_secs(5)).is_clean());
+    }
+
+    #[test]
+    fn deadline_fires() {
+        let exit = ExitEvent::new().unwrap();
+        let signals = SignalFd::new().unwrap();
+        let mut el = EventLoop::new(exit.clone(), signals).unwrap();
+        el.add(Box::new(
+            Deadline::new(Duration::from_millis(20), exit.clone()).unwrap(),
+        ));
+        assert_eq!(
+            el.run().unwrap(),
+            StopReason::Deadline(Duration::from_millis(20))
+        );
+    }
+
+    #[test]
+    fn boot_deadline_only_before_booting() {
+        for booted_early in [false, true] {
+            let exit = ExitEvent::new().unwrap();
+            let signals = SignalFd::new().unwrap();
+            let mut el = EventLoop::new(exit.clone(), signals).unwrap();
+            let booted = Booted::default();
+            if booted_early {
+                let mut dev =
+                    crate::devices::exit_status::ExitStatus::new(exit.clone(), booted.clone());
+                crate::devices::bus::BusDevice::write(&mut dev, 1, &[0]);
+            }
+            let boot = Deadline::boot(Duration::from_millis(10), exit.clone(), booted).unwrap();
+            el.add(Box::new(boot));
+            let run = Deadline::new(Duration::from_millis(40), exit.clone()).unwrap();
+            el.add(Box::new(run));
+            let expected = match booted_early {
+                false => StopReason::BootDeadline(Duration::from_millis(10)),
+                true => StopReason::Deadline(Duration::from_millis(40)),
+            };
+            assert_eq!(el.run().unwrap(), expected);
+        }
     }
 }

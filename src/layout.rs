@@ -100,6 +100,13 @@ pub const I8042_SIZE: u16 = 5;
 /// Boot timer port (Firecracker's old boot-timer address), one byte: the
 /// same device as [`BOOT_TIMER_MMIO_ADDR`].
 pub const BOOT_TIMER_PORT: u16 = 0x3f0;
+/// Exit-status port: a guest write of one byte N stops the VM and ember
+/// exits with status N; a write to the next port (`0xf5`) says the guest
+/// booted (ends `--boot-timeout`). See `docs/RUN.md`; `/sbin/ember-exit`
+/// in the default guest writes them through `/dev/port`.
+pub const EXIT_STATUS_PORT: u16 = 0xf4;
+/// Exit-status ports: status (`0xf4`) and booted (`0xf5`).
+pub const EXIT_STATUS_SIZE: u16 = 2;
 /// POST diagnostic port, written by kernels as an I/O delay.
 pub const POST_PORT: u16 = 0x80;
 

@@ -23,16 +23,23 @@
 //! | raw terminal, restored on every path | [`terminal`] |
 //! | boot timeline (`--boot-timer`), boot-timer device | [`timeline`], [`devices::boot_timer`] |
 //! | `ember bench`: N boots as child processes, statistics | `bench.rs` (binary) |
+//! | exit-status port, `--timeout`, panic detection | [`devices::exit_status`], [`event_loop::Deadline`], [`devices::serial::ConsoleTail`] |
+//! | `-- CMD`: argv on the command line, default guest | [`command`] |
+//! | `--share DIR[,rw]`: ext4 image in, changes back out | [`share`] |
 //!
 //! # Exit status of the `ember` binary
 //!
-//! See [`exit_code`]: 0 guest reset/reboot/power-off/triple fault, 1 ember
-//! error (bad input, host problem), 2 VM failure at run time (KVM internal
-//! error, emulation failure, failed entry, unhandled exit, vCPU panic),
-//! 128+N stopped by signal N (143 for SIGTERM).
+//! See [`exit_code`]: the status the guest wrote to the exit-status port;
+//! else 0 guest reset/reboot/power-off/triple fault, 1 ember error (bad
+//! input, host problem), 2 VM failure at run time (KVM internal error,
+//! emulation failure, failed entry, unhandled exit, vCPU panic), 123 guest
+//! kernel panic, 124 `--timeout`, 121 `--boot-timeout`, 128+N stopped by signal N (143 for
+//! SIGTERM). With a command (`-- CMD`), ember errors and VM failures are
+//! 125 and a guest that stops without a status is 122 (see [`command`]).
 
 pub mod bench;
 pub mod boot;
+pub mod command;
 pub mod config;
 pub mod device_manager;
 pub mod devices;
@@ -40,6 +47,7 @@ pub mod event_loop;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod share;
 pub mod terminal;
 pub mod timeline;
 pub mod vcpu;
@@ -48,7 +56,7 @@ pub mod vmm;
 pub use config::VmConfig;
 pub use event_loop::StopReason;
 pub use timeline::Timeline;
-pub use vmm::Error;
+pub use vmm::{Error, Outcome};
 
 /// Exit status: the guest reset, rebooted, powered off or triple-faulted.
 pub const EXIT_OK: u8 = 0;
@@ -58,17 +66,40 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_VM_FAILURE: u8 = 2;
 
 /// Boots the VM and runs it until it stops, marking the boot phases on
-/// `timeline`; returns why it stopped.
-pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<StopReason, Error> {
+/// `timeline`; returns why it stopped and the console's tail.
+pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
     vmm::run(config, timeline)
 }
 
-/// The process exit status for a stop reason.
-pub fn exit_code(reason: &StopReason) -> u8 {
+/// The process exit status for a stop reason; `command` is true when a
+/// command runs in the guest (`-- CMD`), where a stop without a reported
+/// status is [`command::EXIT_NO_STATUS`] and a VM failure
+/// [`command::EXIT_EMBER_FAILED`].
+pub fn exit_code(reason: &StopReason, command: bool) -> u8 {
     match reason {
-        StopReason::GuestReset | StopReason::TripleFault | StopReason::GuestPowerOff => EXIT_OK,
+        StopReason::GuestExit(status) => *status,
+        StopReason::GuestPanic => command::EXIT_GUEST_PANIC,
+        StopReason::Deadline(_) => command::EXIT_DEADLINE,
+        StopReason::BootDeadline(_) => command::EXIT_BOOT_DEADLINE,
         StopReason::Signal(sig) => 128u8.wrapping_add(*sig as u8),
+        StopReason::GuestReset | StopReason::TripleFault | StopReason::GuestPowerOff => {
+            if command {
+                command::EXIT_NO_STATUS
+            } else {
+                EXIT_OK
+            }
+        }
+        _ if command => command::EXIT_EMBER_FAILED,
         _ => EXIT_VM_FAILURE,
+    }
+}
+
+/// The process exit status for an ember error (bad input, host problem).
+pub fn error_code(command: bool) -> u8 {
+    if command {
+        command::EXIT_EMBER_FAILED
+    } else {
+        EXIT_ERROR
     }
 }
 
@@ -78,18 +109,34 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        assert_eq!(exit_code(&StopReason::GuestReset), 0);
-        assert_eq!(exit_code(&StopReason::TripleFault), 0);
-        assert_eq!(exit_code(&StopReason::Signal(libc::SIGTERM)), 143);
-        assert_eq!(exit_code(&StopReason::Signal(libc::SIGINT)), 130);
-        assert_eq!(exit_code(&StopReason::VcpuPanic { vcpu: 0 }), 2);
+        for command in [false, true] {
+            assert_eq!(exit_code(&StopReason::Signal(libc::SIGTERM), command), 143);
+            assert_eq!(exit_code(&StopReason::Signal(libc::SIGINT), command), 130);
+            assert_eq!(exit_code(&StopReason::GuestExit(7), command), 7);
+            assert_eq!(exit_code(&StopReason::GuestExit(0), command), 0);
+            assert_eq!(exit_code(&StopReason::GuestPanic, command), 123);
+            let deadline = StopReason::Deadline(std::time::Duration::from_secs(5));
+            assert_eq!(exit_code(&deadline, command), 124);
+            let boot = StopReason::BootDeadline(std::time::Duration::from_secs(5));
+            assert_eq!(exit_code(&boot, command), 121);
+        }
+        assert_eq!(exit_code(&StopReason::GuestReset, false), 0);
+        assert_eq!(exit_code(&StopReason::TripleFault, false), 0);
+        assert_eq!(exit_code(&StopReason::GuestReset, true), 122);
+        assert_eq!(exit_code(&StopReason::GuestPowerOff, true), 122);
+        assert_eq!(exit_code(&StopReason::VcpuPanic { vcpu: 0 }, false), 2);
+        assert_eq!(exit_code(&StopReason::VcpuPanic { vcpu: 0 }, true), 125);
         assert_eq!(
-            exit_code(&StopReason::InternalError {
-                vcpu: 0,
-                suberror: 1,
-                rip: 0
-            }),
+            exit_code(
+                &StopReason::InternalError {
+                    vcpu: 0,
+                    suberror: 1,
+                    rip: 0
+                },
+                false
+            ),
             2
         );
+        assert_eq!((error_code(false), error_code(true)), (1, 125));
     }
 }

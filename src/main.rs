@@ -5,11 +5,14 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ember::bench;
 use ember::config::{self, BootMode, VmConfig};
+use ember::share::{Share, ShareConfig};
 use ember::timeline::{self, Phase, ReportExtra, Timeline};
+use ember::StopReason;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,14 +63,18 @@ enum BootTimerFormat {
 #[derive(Args, Debug)]
 struct RunArgs {
     /// Kernel: ELF vmlinux (PVH entry if it has the note) or bzImage.
+    /// Optional with a command: the default guest
+    /// ($XDG_CACHE_HOME/ember/default-guest, made by
+    /// resources/guest/build.sh).
     #[arg(long)]
-    kernel: PathBuf,
+    kernel: Option<PathBuf>,
     /// Initial ramdisk.
     #[arg(long)]
     initrd: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, default_value = config::DEFAULT_CMDLINE)]
-    cmdline: String,
+    /// Kernel command line [default: console=ttyS0 reboot=k panic=-1,
+    /// plus `loglevel=3` with a command].
+    #[arg(long)]
+    cmdline: Option<String>,
     /// Guest memory: 512M, 2G, or a plain number of MiB.
     #[arg(long, default_value = "128M")]
     memory: String,
@@ -99,18 +106,50 @@ struct RunArgs {
         default_missing_value = "text"
     )]
     boot_timer: Option<BootTimerFormat>,
+    /// Host directory for the command, mounted at /mnt/share (its
+    /// working directory) from an ext4 image on the last disk; `,rw`
+    /// copies the guest's changes back after it reports its status.
+    #[arg(long, value_name = "DIR[,rw]")]
+    share: Option<String>,
+    /// Stop the VM after SECS seconds: exit status 124.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
+    /// Stop the VM if the guest has not reported booting (port 0xf5;
+    /// the default guest's init does before running CMD) after SECS
+    /// seconds: exit status 121.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    boot_timeout: Option<u64>,
+    /// Command to run in the guest (`ember run [OPTIONS] -- CMD
+    /// [ARGS...]`); its exit status becomes ember's (see docs/RUN.md).
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// Errors of the command line itself.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// Neither `--kernel` nor a command.
+    #[error("--kernel is required unless a command follows `--` (see `ember help`)")]
+    NoKernel,
+    /// `--share` without a command.
+    #[error("--share needs a command after `--` (see `ember help`)")]
+    ShareWithoutCommand,
 }
 
 impl RunArgs {
     /// The arguments of `ember run` that boot the same VM.
     fn to_run_args(&self) -> Vec<OsString> {
-        let mut a: Vec<OsString> =
-            vec!["run".into(), "--kernel".into(), self.kernel.clone().into()];
+        let mut a: Vec<OsString> = vec!["run".into()];
+        if let Some(kernel) = &self.kernel {
+            a.extend(["--kernel".into(), kernel.clone().into()]);
+        }
         if let Some(initrd) = &self.initrd {
             a.extend(["--initrd".into(), initrd.clone().into()]);
         }
+        if let Some(cmdline) = &self.cmdline {
+            a.extend(["--cmdline".into(), cmdline.into()]);
+        }
         for (flag, value) in [
-            ("--cmdline", self.cmdline.clone()),
             ("--memory", self.memory.clone()),
             ("--cpus", self.cpus.to_string()),
             ("--boot-mode", self.boot_mode.clone()),
@@ -125,19 +164,41 @@ impl RunArgs {
         a
     }
 
-    fn config(&self) -> Result<VmConfig, config::Error> {
+    /// True when a command follows `--`.
+    fn command_mode(&self) -> bool {
+        !self.command.is_empty()
+    }
+
+    /// The validated configuration; with a command, the default guest when
+    /// no `--kernel` is given (the command itself and `--share` are added
+    /// by [`with_command`]).
+    fn config(&self) -> Result<VmConfig, Box<dyn std::error::Error>> {
+        let (kernel, initrd) = match (&self.kernel, self.command_mode()) {
+            (Some(k), _) => (k.clone(), self.initrd.clone()),
+            (None, true) => {
+                let (k, i) = ember::command::default_guest()?;
+                (k, self.initrd.clone().or(Some(i)))
+            }
+            (None, false) => return Err(CliError::NoKernel.into()),
+        };
+        let cmdline = self.cmdline.clone().unwrap_or_else(|| {
+            if self.command_mode() {
+                format!(
+                    "{} {}",
+                    config::DEFAULT_CMDLINE,
+                    ember::command::COMMAND_CMDLINE_EXTRA
+                )
+            } else {
+                config::DEFAULT_CMDLINE.to_string()
+            }
+        });
         let mem = config::parse_size(&self.memory)?;
         let mode = self.boot_mode.parse::<BootMode>()?;
-        let c = VmConfig::new(
-            self.kernel.clone(),
-            self.initrd.clone(),
-            Some(self.cmdline.clone()),
-            mem,
-            self.cpus,
-            mode,
-        )?;
+        let c = VmConfig::new(kernel, initrd, Some(cmdline), mem, self.cpus, mode)?;
         let c = VmConfig {
             kvm_device: self.kvm_device.clone(),
+            timeout: self.timeout.map(Duration::from_secs),
+            boot_timeout: self.boot_timeout.map(Duration::from_secs),
             ..c
         };
         let disks = self
@@ -145,8 +206,44 @@ impl RunArgs {
             .iter()
             .map(|d| d.parse::<config::DiskConfig>())
             .collect::<Result<Vec<_>, _>>()?;
-        c.with_disks(disks, self.root.parse()?)
+        Ok(c.with_disks(disks, self.root.parse()?)?)
     }
+}
+
+/// Command mode: builds the `--share` image and attaches it as the last
+/// disk, and puts the command on the kernel command line.
+fn with_command(
+    config: &mut VmConfig,
+    args: &RunArgs,
+) -> Result<Option<Share>, Box<dyn std::error::Error>> {
+    if !args.command_mode() {
+        return match args.share {
+            Some(_) => Err(CliError::ShareWithoutCommand.into()),
+            None => Ok(None),
+        };
+    }
+    if args.share.is_some() && config.disks.len() >= ember::layout::MAX_VIRTIO_DEVICES {
+        return Err(config::Error::TooManyDisks {
+            got: config.disks.len() + 1,
+            max: ember::layout::MAX_VIRTIO_DEVICES,
+        }
+        .into());
+    }
+    let share = match &args.share {
+        Some(s) => Some(Share::create(s.parse::<ShareConfig>()?)?),
+        None => None,
+    };
+    let share_dev = share.as_ref().map(|s| {
+        config.disks.push(config::DiskConfig {
+            path: s.image().to_path_buf(),
+            readonly: false,
+            id: Some("ember-share".into()),
+        });
+        ember::command::disk_device(config.disks.len() - 1)
+    });
+    config.cmdline =
+        ember::command::cmdline_with(&config.cmdline, &args.command, share_dev.as_deref())?;
+    Ok(share)
 }
 
 /// One line: the error and its sources, joined by ": ".
@@ -166,9 +263,17 @@ fn error_line(err: &dyn std::error::Error) -> String {
 }
 
 fn fail(err: &dyn std::error::Error) -> ExitCode {
-    eprintln!("ember: error: {}", error_line(err));
-    ExitCode::from(ember::EXIT_ERROR)
+    fail_as(err, false)
 }
+
+/// [`fail`] with the status for command mode when `command` is true.
+fn fail_as(err: &dyn std::error::Error, command: bool) -> ExitCode {
+    eprintln!("ember: error: {}", error_line(err));
+    ExitCode::from(ember::error_code(command))
+}
+
+/// Lines of console output shown on stderr when a command's run fails.
+const FAILURE_CONSOLE_LINES: usize = 20;
 
 struct StderrLogger(log::LevelFilter);
 
@@ -238,7 +343,8 @@ fn main() -> ExitCode {
             let line = words.join(" ");
             let line = line.strip_prefix("error: ").unwrap_or(&line);
             eprintln!("ember: error: {line} (see `ember help`)");
-            return ExitCode::from(ember::EXIT_ERROR);
+            let command = std::env::args_os().any(|a| a == "--");
+            return ExitCode::from(ember::error_code(command));
         }
     };
     if cli.version {
@@ -255,7 +361,7 @@ fn main() -> ExitCode {
             vm,
         }) => {
             if let Err(e) = vm.config() {
-                return fail(&e);
+                return fail(&*e);
             }
             let exe = match std::env::current_exe() {
                 Ok(p) => p,
@@ -289,23 +395,23 @@ fn main() -> ExitCode {
 
 /// `ember run`: boots the VM, prints the boot timeline if asked.
 fn run(args: &RunArgs, timeline: &Timeline) -> ExitCode {
-    let config = match args.config() {
+    let cmd_mode = args.command_mode();
+    let mut config = match args.config() {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(e) => return fail_as(&*e, cmd_mode),
+    };
+    let share = match with_command(&mut config, args) {
+        Ok(s) => s,
+        Err(e) => return fail_as(&*e, cmd_mode),
     };
     timeline.mark(Phase::ArgsParsed);
     let result = ember::run(&config, timeline);
     let (code, stop) = match result {
-        Ok(reason) => {
-            if !reason.is_clean() {
-                eprintln!("ember: error: {reason}");
-            }
-            (
-                ExitCode::from(ember::exit_code(&reason)),
-                reason.to_string(),
-            )
-        }
-        Err(e) => (fail(&e), format!("error: {}", error_line(&e))),
+        Ok(outcome) => (
+            report(&outcome, cmd_mode, share.as_ref()),
+            outcome.reason.to_string(),
+        ),
+        Err(e) => (fail_as(&e, cmd_mode), format!("error: {}", error_line(&e))),
     };
     timeline.mark(Phase::ProcessExit);
     if let Some(format) = args.boot_timer {
@@ -320,4 +426,48 @@ fn run(args: &RunArgs, timeline: &Timeline) -> ExitCode {
         }
     }
     code
+}
+
+/// The stderr lines and exit status for a finished run; copies a
+/// `--share DIR,rw` back after the guest reported its status.
+fn report(outcome: &ember::Outcome, cmd_mode: bool, share: Option<&Share>) -> ExitCode {
+    let reason = &outcome.reason;
+    let code = ember::exit_code(reason, cmd_mode);
+    let echo = |lines: Vec<String>| {
+        for l in lines {
+            eprintln!("ember: | {l}");
+        }
+    };
+    match reason {
+        StopReason::GuestExit(_) => {
+            if let Some(s) = share.filter(|s| s.rw()) {
+                if let Err(e) = s.copy_back() {
+                    return fail_as(&e, cmd_mode);
+                }
+            }
+        }
+        StopReason::GuestPanic => {
+            eprintln!("ember: error: guest kernel panic (exit status {code}); its panic lines:");
+            echo(outcome.console.panic_lines().unwrap_or_default());
+        }
+        StopReason::GuestReset | StopReason::TripleFault | StopReason::GuestPowerOff
+            if cmd_mode =>
+        {
+            eprintln!(
+                "ember: error: {reason} before the command reported an exit status \
+                 (exit status {code}); last console lines:"
+            );
+            echo(outcome.console.last_lines(FAILURE_CONSOLE_LINES));
+        }
+        r if !r.is_clean() => {
+            eprintln!("ember: error: {reason} (exit status {code})");
+            let lines = outcome.console.last_lines(FAILURE_CONSOLE_LINES);
+            if cmd_mode && !lines.is_empty() {
+                eprintln!("ember: last console lines:");
+                echo(lines);
+            }
+        }
+        _ => {}
+    }
+    ExitCode::from(code)
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 
 use crate::config::VmConfig;
-use crate::event_loop::{EventLoop, ExitEvent, SignalFd, StdinForwarder, StopReason};
+use crate::devices::serial::ConsoleTail;
+use crate::event_loop::{Deadline, EventLoop, ExitEvent, SignalFd, StdinForwarder, StopReason};
 use crate::layout::{KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
 use crate::timeline::{Phase, Timeline};
 use crate::{boot, device_manager, event_loop, kvm, memory, terminal, vcpu};
@@ -57,9 +58,19 @@ pub enum Error {
     EventLoop(#[from] event_loop::Error),
 }
 
-/// Boots the VM described by `config` and runs it until it stops, marking
-/// each boot phase on `timeline`.
-pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<StopReason, Error> {
+/// How a VM run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Why it stopped. A reset or triple fault after "Kernel panic" on the
+    /// console is reported as [`StopReason::GuestPanic`].
+    pub reason: StopReason,
+    /// The end of the console output.
+    pub console: ConsoleTail,
+}
+
+/// Boots the VM described by `config` and runs it until it stops (or
+/// until `config.timeout` passes), marking each boot phase on `timeline`.
+pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
     // Guest memory and the kernel first: bad input is reported before
     // host problems, and neither needs KVM.
     let mem = Arc::new(memory::create(config.memory)?);
@@ -85,7 +96,8 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<StopReason, Error> 
     vcpu::paging::write(&mem).map_err(vcpu::Error::BootTables)?;
 
     let exit = ExitEvent::new()?;
-    let mut devices = device_manager::create_legacy_devices(&vm, &exit, timeline)?;
+    let console = ConsoleTail::default();
+    let mut devices = device_manager::create_legacy_devices(&vm, &exit, timeline, console.clone())?;
     let disks = device_manager::create_disks(&vm, &mem, &mut devices.buses.mmio, &config.disks)?;
     timeline.mark(Phase::DevicesCreated);
 
@@ -108,6 +120,13 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<StopReason, Error> 
     )));
     for disk in disks {
         event_loop.add(Box::new(disk));
+    }
+    if let Some(after) = config.timeout {
+        event_loop.add(Box::new(Deadline::new(after, exit.clone())?));
+    }
+    if let Some(after) = config.boot_timeout {
+        let booted = devices.booted.clone();
+        event_loop.add(Box::new(Deadline::boot(after, exit.clone(), booted)?));
     }
     let _raw = terminal::RawMode::enter()?;
 
@@ -136,7 +155,12 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<StopReason, Error> 
         h.join();
     }
     timeline.set_guest_resident_kib(memory::resident_kib(&mem));
-    let reason = result?;
+    let mut reason = result?;
+    if matches!(reason, StopReason::GuestReset | StopReason::TripleFault)
+        && console.panic_lines().is_some()
+    {
+        reason = StopReason::GuestPanic;
+    }
     log::info!("VM stopped: {reason}");
-    Ok(reason)
+    Ok(Outcome { reason, console })
 }

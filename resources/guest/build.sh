@@ -10,6 +10,8 @@
 #   initramfs.cpio.gz  busybox + ./init
 #   rootfs.ext4        the same files on an ext4 disk (root=/dev/vda)
 #   kernel.config      the kernel's final .config
+# and points the symlink $XDG_CACHE_HOME/ember/default-guest at it: the
+# guest `ember run -- CMD` boots when no --kernel is given (docs/RUN.md).
 # It is reused until an input changes: kernel.config (the fragment), init,
 # this script, or the Debian packages linux-source-6.1 and busybox-static.
 # See docs/GUEST.md.
@@ -33,12 +35,12 @@ mkdir -p "$(dirname "$kdir")"
 
 # --- the userspace: busybox + init, as an initramfs and an ext4 disk ---
 HASH_EXTRA="$khash busybox-static $(pkg_version busybox-static) rootfs=$rootfs_mib"
-ghash=$(hash_inputs "$here/init" "$here/build.sh" "$here/../lib/mkcpio.py")
+ghash=$(hash_inputs "$here/init" "$here/ember-exit" "$here/build.sh" "$here/../lib/mkcpio.py")
 gdir=$(ember_cache guest/"$ghash")
 
 build_guest() {
     local stage=$gdir.tmp/stage
-    rm -rf "$gdir.tmp" && mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,root,etc}
+    rm -rf "$gdir.tmp" && mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,root,etc,mnt/share}
     cp /bin/busybox "$stage/bin/busybox"
     local applet
     for applet in $("$stage/bin/busybox" --list); do
@@ -46,6 +48,7 @@ build_guest() {
     done
     install -m 755 "$here/init" "$stage/init"
     ln -s ../init "$stage/sbin/init"
+    install -m 755 "$here/ember-exit" "$stage/sbin/ember-exit"
     echo "root:x:0:0:root:/root:/bin/sh" >"$stage/etc/passwd"
     chmod 1777 "$stage/tmp"
     # The initramfs needs /dev/console before devtmpfs is mounted; the disk
@@ -67,4 +70,5 @@ exec 9>"$(dirname "$gdir")/.lock"
 flock 9
 [ -f "$kdir/bzImage" ] || "$here/kernel.sh" "$kdir"
 [ -f "$gdir/rootfs.ext4" ] || build_guest
+ln -sfn "$gdir" "$(dirname "$(dirname "$gdir")")/default-guest"
 echo "$gdir"

@@ -20,12 +20,16 @@
  *   3 echo: copy COM1 input to output until '.', then reset
  *   4 cpus: count processor entries in the MP table, print, reset
  *   5 int3: an instruction PVM's CPL0 emulator rejects
+ *   6 exit status: print a line, write 42 to the exit-status port 0xf4
+ *   7 panic: print a Linux-style "Kernel panic" line, then reset
+ *   8 booted: write the "booted" port 0xf5, then spin forever
  *
  * Only plain integer instructions: PVM emulates guest CPL0 code.
  */
         .set COM1, 0x3f8
         .set COM1_LSR, 0x3fd
         .set I8042_CMD, 0x64
+        .set EXIT_STATUS, 0xf4
 
         .text
         .code64
@@ -144,6 +148,28 @@ bad_mp:
         call    puts
         int3                            /* PVM: emulation failure; VMX/SVM: no IDT -> triple fault */
         jmp     reset
+.endif
+
+.if MODE == 6
+        lea     msg_exit(%rip), %rdi
+        call    puts
+        mov     $42, %al
+        outb    %al, $EXIT_STATUS
+        lea     msg_survived(%rip), %rdi
+        call    puts
+        jmp     reset
+.endif
+
+.if MODE == 7
+        lea     msg_panic(%rip), %rdi
+        call    puts
+        jmp     reset
+.endif
+
+.if MODE == 8
+        mov     $0, %al
+        outb    %al, $(EXIT_STATUS + 1)
+1:      jmp     1b
 .endif
 
 bad_zero_page:
@@ -280,6 +306,8 @@ msg_int3:       .asciz "ember-tiny: int3 next\n"
 msg_bad_zp:     .asciz "ember-tiny: bad zero page\n"
 msg_tf:         .asciz "ember-tiny: triple fault next\n"
 msg_survived:   .asciz "ember-tiny: survived the fault?!\n"
+msg_exit:       .asciz "ember-tiny: reporting exit status 42\n"
+msg_panic:      .asciz "ember-tiny: about to fail\nKernel panic - not syncing: tiny test panic\nRebooting in 0 seconds..\n"
 msg_mmio:       .asciz "ember-tiny: mmio read 0x"
 msg_echo:       .asciz "ember-tiny: echo ready\n"
 msg_echo_done:  .asciz "\nember-tiny: echo done, bytes: "

@@ -2,7 +2,9 @@
 //! input comes from the event loop (stdin). Its interrupt is an eventfd
 //! registered as an irqfd on IOAPIC pin 4.
 
+use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use vm_superio::serial::SerialEvents;
 use vm_superio::Serial;
@@ -83,16 +85,73 @@ impl BusDevice for SerialDevice {
     }
 }
 
-/// Unbuffered stdout for the console: each guest byte is written through.
-/// The first byte marks [`Phase::FirstSerialOutput`] on the timeline.
+/// Bytes of console output kept by [`ConsoleTail`].
+const CONSOLE_TAIL_BYTES: usize = 16 * 1024;
+
+/// The last 16 KiB of console output, shared between the
+/// serial device and the VMM thread (to name a guest panic and to show the
+/// last lines when a run fails).
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleTail(Arc<Mutex<VecDeque<u8>>>);
+
+impl ConsoleTail {
+    fn push(&self, buf: &[u8]) {
+        let mut tail = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        tail.extend(buf);
+        let excess = tail.len().saturating_sub(CONSOLE_TAIL_BYTES);
+        tail.drain(..excess);
+    }
+
+    /// The kept output as text, `\r` removed.
+    pub fn text(&self) -> String {
+        let tail = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes: Vec<u8> = tail.iter().copied().filter(|&b| b != b'\r').collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The last `n` non-empty lines.
+    pub fn last_lines(&self, n: usize) -> Vec<String> {
+        let text = self.text();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        lines[lines.len().saturating_sub(n)..]
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
+    }
+
+    /// The lines from the last `Kernel panic` line on, if the guest
+    /// kernel panicked.
+    pub fn panic_lines(&self) -> Option<Vec<String>> {
+        let text = self.text();
+        let at = text.rfind("Kernel panic")?;
+        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        Some(
+            text[start..]
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.to_string())
+                .collect(),
+        )
+    }
+}
+
+/// Unbuffered stdout for the console: each guest byte is written through
+/// and kept in a [`ConsoleTail`]. The first byte marks
+/// [`Phase::FirstSerialOutput`] on the timeline.
 #[derive(Debug)]
-pub struct ConsoleOut(pub Timeline);
+pub struct ConsoleOut {
+    /// Marked at the first byte.
+    pub timeline: Timeline,
+    /// Keeps the end of the output.
+    pub tail: ConsoleTail,
+}
 
 impl Write for ConsoleOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if !buf.is_empty() {
-            self.0.mark(Phase::FirstSerialOutput);
+            self.timeline.mark(Phase::FirstSerialOutput);
         }
+        self.tail.push(buf);
         let mut out = std::io::stdout().lock();
         out.write_all(buf)?;
         out.flush()?;
@@ -107,6 +166,29 @@ impl Write for ConsoleOut {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn console_tail() {
+        let tail = ConsoleTail::default();
+        let mut out = ConsoleOut {
+            timeline: Timeline::start(),
+            tail: tail.clone(),
+        };
+        for i in 0..5000 {
+            write!(out, "line {i}\r\n").unwrap();
+        }
+        assert_eq!(tail.last_lines(2), ["line 4998", "line 4999"]);
+        assert!(tail.text().len() <= CONSOLE_TAIL_BYTES);
+        assert_eq!(tail.panic_lines(), None);
+        out.write_all(b"[ 1.0] sysrq: Trigger a crash\r\n[ 1.0] Kernel panic - not syncing: sysrq triggered crash\r\n[ 1.0] CPU: 0\r\n").unwrap();
+        assert_eq!(
+            tail.panic_lines().unwrap(),
+            [
+                "[ 1.0] Kernel panic - not syncing: sysrq triggered crash",
+                "[ 1.0] CPU: 0"
+            ]
+        );
+    }
 
     #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);

@@ -292,6 +292,9 @@ fn run_loop(mut fd: VcpuFd, index: u8, state: &SharedRunState, buses: &Buses, ex
     while state.get() == RunState::Running {
         match fd.run() {
             Ok(vcpu_exit) => match handle_exit(vcpu_exit, buses, index) {
+                // A device stopped the VM (exit-status port, i8042 reset):
+                // do not run the guest past that write.
+                Emulation::Continue if exit.is_signalled() => break,
                 Emulation::Continue => {}
                 Emulation::Stop(mut reason) => {
                     if let StopReason::InternalError { suberror, rip, .. } = &mut reason {
