@@ -30,7 +30,8 @@ pub enum Phase {
     VmCreated,
     /// Legacy and virtio devices exist and are wired.
     DevicesCreated,
-    /// Every vCPU thread was spawned.
+    /// ember starts spawning the vCPU threads (everything before the first
+    /// `KVM_RUN` is ready).
     VcpusStarted,
     /// A vCPU thread entered `KVM_RUN` for the first time: ember's own
     /// share of the boot ends here.

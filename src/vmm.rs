@@ -133,6 +133,9 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
     let buses = Arc::new(devices.buses);
     let mut handles = Vec::with_capacity(vcpus.len());
     let mut start_error = None;
+    // Marked before the threads are spawned: the boot vCPU may enter the
+    // guest before the last thread exists, and the phases stay in order.
+    timeline.mark(Phase::VcpusStarted);
     for v in vcpus {
         match v.start(buses.clone(), exit.clone(), timeline.clone()) {
             Ok(h) => handles.push(h),
@@ -142,7 +145,6 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
             }
         }
     }
-    timeline.mark(Phase::VcpusStarted);
     let result = match start_error {
         Some(e) => Err(Error::Vcpu(e)),
         None => event_loop.run().map_err(Error::EventLoop),
