@@ -95,4 +95,8 @@ for key, label in tests:
         sys.exit(f"{key}: want {rounds} results per VMM, got ember {len(e)}, qemu {len(q)}")
     me, mq = statistics.median(e), statistics.median(q)
     print(f"{label:<26} {me:>13.1f} {mq:>13.1f} {me / mq:>11.2f}  {rounds}")
+print("each round, ember / QEMU:")
+for key, label in tests:
+    pairs = zip(res["ember"][key], res["qemu"][key])
+    print(f"  {key:<9} " + "  ".join(f"{e:.0f}/{q:.0f}" for e, q in pairs))
 PY

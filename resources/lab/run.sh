@@ -115,7 +115,9 @@ run_lab() {
     [ $interactive = 1 ] && cmdline="$cmdline lab.interactive=1"
     set +e
     if [ $interactive = 1 ]; then
-        timeout -s KILL "$outer" qemu-system-x86_64 \
+        # --foreground: QEMU stays in the terminal's foreground process
+        # group, or its first terminal access would stop it (SIGTTOU).
+        timeout --foreground -s KILL "$outer" qemu-system-x86_64 \
             -accel tcg,thread=${EMBER_LAB_TCG_THREAD:-multi} -cpu EPYC-v3,+svm,+npt -smp 2 -m "$memory" \
             -nodefaults -no-user-config -display none -no-reboot \
             -kernel "$labdir/vmlinuz" -initrd "$tmp/lab.cpio" -append "$cmdline" \
