@@ -72,29 +72,27 @@ fn boot_timer_json_has_every_phase_in_order() {
     assert!(stderr.contains("stop: guest reset"), "{stderr}");
 }
 
+/// Runs `ember bench -n 3 ARGS...` to completion.
+fn bench(args: &[&str]) -> std::process::Output {
+    wait(
+        Command::new(EMBER)
+            .args(["bench", "-n", "3"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 #[test]
 fn bench_prints_table_and_json_with_real_numbers() {
     if !kvm_available() {
         return;
     }
     let elf = boot_timer_guest();
-    let out = wait(
-        Command::new(EMBER)
-            .args([
-                "bench",
-                "-n",
-                "3",
-                "--warmups",
-                "1",
-                "--kernel",
-                elf.to_str().unwrap(),
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let out = bench(&["--warmups", "1", "--kernel", elf.to_str().unwrap()]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stderr.contains("ember bench: run 3/3"), "{stderr}");
@@ -120,24 +118,13 @@ fn bench_prints_table_and_json_with_real_numbers() {
         );
     }
 
-    let out = wait(
-        Command::new(EMBER)
-            .args([
-                "bench",
-                "-n",
-                "3",
-                "--warmups",
-                "0",
-                "--json",
-                "--kernel",
-                elf.to_str().unwrap(),
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let out = bench(&[
+        "--warmups",
+        "0",
+        "--json",
+        "--kernel",
+        elf.to_str().unwrap(),
+    ]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let json = stdout.trim();
