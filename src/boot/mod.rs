@@ -300,8 +300,10 @@ mod tests {
         .unwrap()
     }
 
+    /// Writes `bytes` to a file in one fixed directory, rewritten by each
+    /// run rather than left behind per process.
     fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("ember-boot-test-{}", std::process::id()));
+        let dir = std::env::temp_dir().join("ember-boot-tests");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         std::fs::File::create(&path)
