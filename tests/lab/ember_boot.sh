@@ -17,7 +17,7 @@ boot pvh --kernel vmlinux --initrd initramfs.cpio.gz --cmdline "$C case=pvh"
 boot linux64 --kernel vmlinux --boot-mode linux64 --initrd initramfs.cpio.gz --cmdline "$C case=linux64"
 boot bzimage --kernel bzImage --initrd initramfs.cpio.gz --cmdline "$C case=bzimage"
 unset EMBER_LOG
-for n in 1 2 4 16; do
+for n in 1 2 4; do
     boot "cpus-$n" --cpus "$n" --kernel vmlinux --initrd initramfs.cpio.gz --cmdline "$C"
 done
 boot mem-128M --memory 128M --kernel vmlinux --initrd initramfs.cpio.gz --cmdline "$C"
