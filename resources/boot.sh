@@ -17,8 +17,7 @@ guest=$("$here/guest/build.sh")
 (cd "$here/.." && cargo build --release --quiet) || die "cargo build --release failed"
 ember=$here/../target/release/ember
 
-if [ -c /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ] &&
-    { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then
+if host_kvm_is_hardware; then
     exec "$ember" run --kernel "$guest/vmlinux" --initrd "$guest/initramfs.cpio.gz" "$@"
 fi
 

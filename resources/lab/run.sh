@@ -48,10 +48,6 @@ script=$1
 [ -r "$script" ] || die "cannot read the script $script"
 case "$timeout" in '' | *[!0-9]*) die "--timeout takes whole seconds, not '$timeout'" ;; esac
 
-host_kvm_is_hardware() {
-    [ -c /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ] &&
-        { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }
-}
 if [ "$mode" = auto ]; then
     if host_kvm_is_hardware; then mode=host; else mode=lab; fi
 fi

@@ -6,6 +6,8 @@
 # - hash_inputs FILE...  prints a short hash of the files' contents and of
 #                        any extra strings given in $HASH_EXTRA
 # - die MSG              prints "NAME: error: MSG" and exits 1
+# - host_kvm_is_hardware  true when /dev/kvm uses VMX/SVM (kvm_intel or
+#                        kvm_amd loaded, not PVM): stock Linux boots here
 
 EMBER_SCRIPT_NAME=${EMBER_SCRIPT_NAME:-$(basename "$0")}
 
@@ -56,4 +58,9 @@ hash_inputs() {
 # pkg_version PKG: the installed version of a Debian package.
 pkg_version() {
     dpkg-query -W -f='${Version}' "$1"
+}
+
+host_kvm_is_hardware() {
+    [ -c /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ] &&
+        { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }
 }

@@ -12,8 +12,9 @@
 //! chain without a usable status descriptor is returned with length 0 and
 //! nothing written.
 //!
-//! Data moves with `pread`/`pwrite` straight between the file and guest
-//! memory (one system call per data descriptor, no bounce buffer).
+//! Data moves straight between the file and guest memory, no bounce
+//! buffer: one `preadv` per read request, one `pwrite` per guest buffer for
+//! writes (see `transfer`).
 
 use std::fs::File;
 use std::io;
@@ -244,7 +245,7 @@ enum Direction {
     Write,
 }
 
-/// Most iovecs one `preadv`/`pwritev` call takes (Linux `UIO_MAXIOV`).
+/// Most iovecs one `preadv` call takes (Linux `UIO_MAXIOV`).
 const MAX_IOVECS: usize = 1024;
 
 /// Moves the data buffers of a request (already checked to lie in guest
