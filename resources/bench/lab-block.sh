@@ -9,7 +9,12 @@
 # and the table gives the medians and ember's ratio to QEMU (> 1: ember
 # faster).
 #
-#   resources/bench/lab-block.sh [-n ROUNDS]      (default 5)
+#   resources/bench/lab-block.sh [-n ROUNDS] [-q QEMU_QUEUE_SIZE]
+#
+# ROUNDS defaults to 5. QEMU's virtio-blk-device runs with its defaults
+# (queue size 256, so seg_max 254) unless -q sets its queue-size property:
+# ember's queue is 1024 deep (seg_max 1022), so -q 1024 compares like for
+# like.
 #
 # Needs a release build of ember (cargo build --release). Results:
 # docs/PERFORMANCE.md.
@@ -20,10 +25,12 @@ EMBER_SCRIPT_NAME=bench/lab-block.sh
 . "$here/../lib/common.sh"
 
 rounds=5
-while getopts "n:" opt; do
+qemu_queue=
+while getopts "n:q:" opt; do
     case $opt in
         n) rounds=$OPTARG ;;
-        *) die "usage: lab-block.sh [-n ROUNDS]" ;;
+        q) qemu_queue=",queue-size=$OPTARG" ;;
+        *) die "usage: lab-block.sh [-n ROUNDS] [-q QEMU_QUEUE_SIZE]" ;;
     esac
 done
 ember=$here/../../target/release/ember
@@ -64,7 +71,7 @@ for r in \$(seq 1 $rounds); do
         -M microvm,x-option-roms=off,acpi=off -m 128 -smp 1 -nodefaults -no-user-config \\
         -display none -serial stdio -no-reboot \\
         -kernel vmlinux -initrd bench-initramfs.cpio -append "\${C/reboot=k/reboot=t}" \\
-        -drive id=d0,file=/tmp/disk.img,format=raw,if=none -device virtio-blk-device,drive=d0 </dev/null
+        -drive id=d0,file=/tmp/disk.img,format=raw,if=none -device virtio-blk-device,drive=d0$qemu_queue </dev/null
 done
 SCRIPT
 "$here/../lab/run.sh" --timeout $((rounds * 300 + 60)) \
