@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::Cap;
 
 use crate::config::VmConfig;
 use crate::devices::serial::ConsoleTail;
@@ -101,9 +102,13 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
     let disks = device_manager::create_disks(&vm, &mem, &mut devices.buses.mmio, &config.disks)?;
     timeline.mark(Phase::DevicesCreated);
 
-    let supported = kvm
+    let mut supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(Error::KvmQuery)?;
+    vcpu::cpuid::add_emulated_features(
+        supported.as_mut_slice(),
+        kvm.check_extension(Cap::TscDeadlineTimer),
+    );
     let mmap_size = kvm.get_vcpu_mmap_size().map_err(Error::KvmQuery)?;
     let vcpus = (0..config.cpus)
         .map(|i| vcpu::create(&vm, &supported, mmap_size, i, config.cpus, &entry))

@@ -1,6 +1,10 @@
 //! Per-vCPU CPUID: KVM's supported table with this vCPU's APIC ID and the
 //! VM's topology (one socket, one thread per core, `count` cores), and the
-//! KVM signature leaf.
+//! KVM signature leaf. [`add_emulated_features`] first adds what KVM
+//! emulates but `KVM_GET_SUPPORTED_CPUID` leaves out: the TSC-deadline
+//! timer (leaf 1 `ECX[24]`). With it (and ARAT, leaf 6 `EAX[2]`, which KVM
+//! reports) Linux neither calibrates the local APIC timer against the PIT
+//! (~100 ms of PIT ticks plus a verification pass) nor needs a PIT at all.
 //!
 //! Spec: Intel SDM Vol. 2A, CPUID: leaf 1 (`EBX[31:24]` initial APIC ID,
 //! `EBX[23:16]` logical processors, `EDX[28]` HTT, `ECX[31]` hypervisor),
@@ -21,6 +25,8 @@ pub const KVM_FEATURES_LEAF: u32 = 0x4000_0001;
 const EDX_HTT: u32 = 1 << 28;
 /// Leaf 1 ECX: running under a hypervisor.
 const ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 1 ECX: TSC-deadline mode of the local APIC timer.
+pub const ECX_TSC_DEADLINE: u32 = 1 << 24;
 /// Leaf 0 EBX of AMD CPUs ("Auth" of "AuthenticAMD").
 const VENDOR_AMD_EBX: u32 = 0x6874_7541;
 /// AMD: address sizes and core count (`ECX[7:0]` NC, `ECX[15:12]` ApicIdSize).
@@ -52,6 +58,17 @@ fn topology_leaf(function: u32, index: u32, apic_id: u8, count: u8) -> kvm_cpuid
         ecx,
         edx: u32::from(apic_id),
         ..Default::default()
+    }
+}
+
+/// Adds to KVM's supported table the features KVM emulates for every
+/// guest but does not report there: the TSC-deadline timer, when KVM has
+/// `KVM_CAP_TSC_DEADLINE_TIMER` (`tsc_deadline`).
+pub fn add_emulated_features(supported: &mut [kvm_cpuid_entry2], tsc_deadline: bool) {
+    for e in supported.iter_mut().filter(|e| e.function == 1) {
+        if tsc_deadline {
+            e.ecx |= ECX_TSC_DEADLINE;
+        }
     }
 }
 
@@ -213,6 +230,22 @@ mod tests {
         assert_eq!(
             find(&vcpu_entries(&intel, 3, 4), LEAF_AMD_SIZES, 0).ecx,
             0x7007
+        );
+    }
+
+    #[test]
+    fn tsc_deadline_only_with_the_capability() {
+        let mut sup = fake_supported();
+        sup[1].ecx &= !ECX_TSC_DEADLINE;
+        add_emulated_features(&mut sup, false);
+        assert_eq!(find(&sup, 1, 0).ecx & ECX_TSC_DEADLINE, 0);
+        add_emulated_features(&mut sup, true);
+        let v = vcpu_entries(&sup, 1, 2);
+        assert_ne!(find(&v, 1, 0).ecx & ECX_TSC_DEADLINE, 0);
+        // Nothing else in leaf 1 ECX changes (apart from the hypervisor bit).
+        assert_eq!(
+            find(&v, 1, 0).ecx & !(ECX_TSC_DEADLINE | ECX_HYPERVISOR),
+            0x7ffa_3223 & !(ECX_TSC_DEADLINE | ECX_HYPERVISOR)
         );
     }
 
