@@ -145,6 +145,11 @@ pub struct VmConfig {
     /// [`crate::StopReason::BootDeadline`] if the guest has not written the
     /// "booted" port after this long.
     pub boot_timeout: Option<std::time::Duration>,
+    /// `--pit`: create KVM's in-kernel i8254 PIT. Off by default: with the
+    /// TSC-deadline timer and kvmclock Linux never uses it, and tearing it
+    /// down costs milliseconds at exit; kernels that calibrate against the
+    /// PIT (no kvmclock, no TSC-deadline timer) need it.
+    pub pit: bool,
 }
 
 /// One `--disk PATH[,readonly][,id=NAME]`.
@@ -250,6 +255,7 @@ impl VmConfig {
             disks: Vec::new(),
             timeout: None,
             boot_timeout: None,
+            pit: false,
         })
     }
 

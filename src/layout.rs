@@ -114,7 +114,7 @@ pub const POST_PORT: u16 = 0x80;
 /// (base, count). Reads return all ones, writes are dropped.
 pub const QUIET_PORTS: &[(u16, u16)] = &[
     (0x20, 2), // 8259 master (covered by the in-kernel PIC)
-    (0x40, 4), // 8254 PIT (covered by the in-kernel PIT)
+    (0x40, 4), // 8254 PIT (the in-kernel one with --pit)
     (0x70, 2), // CMOS / RTC
     (POST_PORT, 1),
     (0x87, 1),     // DMA page register

@@ -87,6 +87,10 @@ struct RunArgs {
     /// KVM device node.
     #[arg(long, default_value = ember::kvm::KVM_PATH)]
     kvm_device: PathBuf,
+    /// Add the legacy i8254 PIT (KVM's in-kernel one), for kernels without
+    /// kvmclock that calibrate their clocks against it.
+    #[arg(long)]
+    pit: bool,
     /// virtio-block disk PATH[,readonly][,id=NAME]; repeat for more
     /// disks: /dev/vda, /dev/vdb, ... in order.
     #[arg(long = "disk", value_name = "PATH[,readonly][,id=NAME]")]
@@ -158,6 +162,9 @@ impl RunArgs {
             a.extend([flag.into(), value.into()]);
         }
         a.extend(["--kvm-device".into(), self.kvm_device.clone().into()]);
+        if self.pit {
+            a.push("--pit".into());
+        }
         for d in &self.disks {
             a.extend(["--disk".into(), d.into()]);
         }
@@ -199,6 +206,7 @@ impl RunArgs {
             kvm_device: self.kvm_device.clone(),
             timeout: self.timeout.map(Duration::from_secs),
             boot_timeout: self.boot_timeout.map(Duration::from_secs),
+            pit: self.pit,
             ..c
         };
         let disks = self

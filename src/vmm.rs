@@ -2,9 +2,9 @@
 //!
 //! [`run`]: map guest memory → load the kernel, initrd and boot structures
 //! → open KVM → create the VM and register the memory (before the irqchip
-//! and vCPUs: cheaper on PVM) → TSS, identity map, irqchip, PIT → GDT/IDT
-//! and page tables → devices → vCPUs → signals and raw terminal → vCPU
-//! threads → event loop → stop and join the vCPUs.
+//! and vCPUs: cheaper on PVM) → TSS, identity map, irqchip, PIT (`--pit`
+//! only) → GDT/IDT and page tables → devices → vCPUs → signals and raw
+//! terminal → vCPU threads → event loop → stop and join the vCPUs.
 
 use std::sync::Arc;
 
@@ -87,11 +87,13 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
     vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
         .map_err(Error::TssAddr)?;
     vm.create_irq_chip().map_err(Error::Irqchip)?;
-    vm.create_pit2(kvm_pit_config {
-        flags: KVM_PIT_SPEAKER_DUMMY,
-        ..Default::default()
-    })
-    .map_err(Error::Pit)?;
+    if config.pit {
+        vm.create_pit2(kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        })
+        .map_err(Error::Pit)?;
+    }
 
     vcpu::regs::write_descriptor_tables(&mem)?;
     vcpu::paging::write(&mem).map_err(vcpu::Error::BootTables)?;

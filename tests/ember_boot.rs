@@ -59,6 +59,23 @@ fn ember_boots_the_default_guest() {
         assert_eq!(fact(&f, "cpus"), n, "{name}: CPUs online\n{}", c.output);
         assert_eq!(c.status, 0, "{name}: exit status\n{}", c.output);
     }
+    // No PIT by default: the guest runs its local APIC timer in TSC-deadline
+    // mode (CPUID), so it neither calibrates nor needs the PIT.
+    let c = case(&run.stdout, "pvh");
+    assert!(
+        c.output.contains("TSC deadline timer available")
+            && !c.output.contains("APIC timer disabled"),
+        "pvh: the guest should use the TSC-deadline timer\n{}",
+        c.output
+    );
+    let c = case(&run.stdout, "pit");
+    assert_eq!(c.status, 0, "pit: exit status\n{}", c.output);
+    assert_eq!(
+        fact(&facts("pit", &c.output), "cpus"),
+        "2",
+        "pit\n{}",
+        c.output
+    );
     let mem_kib = |name: &str| -> u64 {
         let c = case(&run.stdout, name);
         assert_eq!(c.status, 0, "{name}: exit status\n{}", c.output);
