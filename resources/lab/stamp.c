@@ -7,9 +7,12 @@
  * stdout, each line prefixed with "[MS] ", the milliseconds (to the
  * microsecond) since just before the command was started, on the monotonic
  * clock. A last line "[MS] STAMP-EXIT N" gives the time the command ended and
- * its exit status (128+signal when killed). stamp's own status is the
+ * its exit status (128+signal when killed); a first line "[0.000]
+ * STAMP-START NS" gives the start itself in CLOCK_MONOTONIC nanoseconds, to
+ * relate a VMM's own timestamps to it. stamp's own status is the
  * command's. With -k, the command is killed (SIGKILL) once a line containing
- * TEXT has been printed: for a VMM that would otherwise never exit. Built statically for the nested lab by prepare.sh; used to time
+ * TEXT has been printed, with its whole process group (a `timeout`
+ * wrapper and the VMM under it): for a VMM that would otherwise never exit. Built statically for the nested lab by prepare.sh; used to time
  * a VMM from process start to each line its guest prints.
  */
 #include <errno.h>
@@ -47,12 +50,16 @@ int main(int argc, char **argv)
 	}
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	printf("[0.000] STAMP-START %lld\n", (long long)t0.tv_sec * 1000000000LL + t0.tv_nsec);
+	fflush(stdout);
 	pid_t pid = fork();
 	if (pid < 0) {
 		perror("stamp: fork");
 		return 2;
 	}
 	if (pid == 0) {
+		/* Its own process group, so -k kills wrappers (timeout) and the VMM. */
+		setpgid(0, 0);
 		dup2(fds[1], 1);
 		dup2(fds[1], 2);
 		close(fds[0]);
@@ -86,7 +93,7 @@ int main(int argc, char **argv)
 			line[len] = 0;
 			len = 0;
 			if (kill_text && strstr(line, kill_text)) {
-				kill(pid, SIGKILL);
+				kill(-pid, SIGKILL);
 				goto reap;
 			}
 			line_start = -1;
