@@ -10,9 +10,10 @@
 //!
 //! No Interrupt Source Override: the MP table maps ISA IRQ n to pin n with
 //! bus-default (edge, active-high) polarity, which is also ACPI's default
-//! for ISA IRQs without an override, and KVM's in-kernel PIT raises GSI 0
-//! (pin 0), not pin 2. The header's flags are 0: no PC-AT dual-8259
-//! setup is announced, as a hardware-reduced platform has none to offer.
+//! for ISA IRQs without an override, and KVM's in-kernel PIT (`--pit`)
+//! raises GSI 0 (pin 0), not pin 2. The header's flags are 0: no PC-AT
+//! dual-8259 setup is announced, as a hardware-reduced platform has none
+//! to offer.
 
 use acpi_tables::madt::{
     EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT,
