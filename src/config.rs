@@ -150,6 +150,10 @@ pub struct VmConfig {
     /// down costs milliseconds at exit; kernels that calibrate against the
     /// PIT (no kvmclock, no TSC-deadline timer) need it.
     pub pit: bool,
+    /// Write the ACPI tables (RSDP, XSDT, FADT, MADT, DSDT; see
+    /// [`crate::acpi`]); `--no-acpi` clears it. The MP table is written
+    /// either way.
+    pub acpi: bool,
 }
 
 /// One `--disk PATH[,readonly][,id=NAME]`.
@@ -256,6 +260,7 @@ impl VmConfig {
             timeout: None,
             boot_timeout: None,
             pit: false,
+            acpi: true,
         })
     }
 
@@ -384,6 +389,7 @@ mod tests {
         let ok = |mem, cpus| VmConfig::new(kernel_file(), None, None, mem, cpus, BootMode::Auto);
         let c = ok(DEFAULT_MEMORY, 1).unwrap();
         assert_eq!(c.cmdline, DEFAULT_CMDLINE);
+        assert!(c.acpi, "ACPI tables are on by default");
         assert_eq!(c.cpus, 1);
         assert!(ok(64 << 20, 254).is_ok());
         assert!(ok(16 << 30, 16).is_ok());

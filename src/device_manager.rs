@@ -15,6 +15,7 @@ use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::config::{DiskConfig, VmConfig};
+use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::bus::{self, Bus, Quiet};
 use crate::devices::exit_status::{Booted, ExitStatus};
@@ -24,9 +25,9 @@ use crate::devices::virtio::block::{self, Block, BlockHandler};
 use crate::devices::virtio::mmio::{self, MmioTransport};
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::event_loop::ExitEvent;
+use crate::layout::{ACPI_PM_PORT, ACPI_PM_SIZE, EXIT_STATUS_PORT, EXIT_STATUS_SIZE};
 use crate::layout::{BOOT_TIMER_MMIO_ADDR, BOOT_TIMER_MMIO_SIZE, BOOT_TIMER_PORT};
 use crate::layout::{COM1_IRQ, COM1_PORT, COM1_SIZE, I8042_PORT, I8042_SIZE, QUIET_PORTS};
-use crate::layout::{EXIT_STATUS_PORT, EXIT_STATUS_SIZE};
 use crate::layout::{MMIO_DEVICES_START, VIRTIO_IRQ_BASE, VIRTIO_MMIO_SIZE};
 use crate::memory::GuestMemoryMmap;
 use crate::timeline::Timeline;
@@ -71,8 +72,10 @@ fn eventfd() -> Result<EventFd, Error> {
 }
 
 /// Creates COM1 (irqfd on [`COM1_IRQ`], output to stdout and `console`),
-/// the i8042 (reset → `exit`), the exit-status port (→ `exit`), the boot
-/// timer (port and MMIO, marking `timeline`) and the quiet probe ports.
+/// the i8042 (reset → `exit`), the ACPI sleep/reset registers (S5
+/// power-off and reset → `exit`; present with `--no-acpi` too, where no
+/// table announces them), the exit-status port (→ `exit`), the boot timer
+/// (port and MMIO, marking `timeline`) and the quiet probe ports.
 pub fn create_legacy_devices(
     vm: &VmFd,
     exit: &ExitEvent,
@@ -100,6 +103,12 @@ pub fn create_legacy_devices(
         u64::from(I8042_PORT),
         u64::from(I8042_SIZE),
         Arc::new(Mutex::new(I8042::new(exit.clone()))),
+    )
+    .map_err(Error::Bus)?;
+    pio.insert(
+        u64::from(ACPI_PM_PORT),
+        u64::from(ACPI_PM_SIZE),
+        Arc::new(Mutex::new(AcpiPm::new(exit.clone()))),
     )
     .map_err(Error::Bus)?;
     pio.insert(
@@ -157,13 +166,22 @@ impl VirtioSlot {
     }
 }
 
+/// The virtio-mmio slots of `config`'s devices: one per disk, slots
+/// `0..`, in the order [`create_disks`] fills them. The command line
+/// ([`virtio_cmdline`]) and the ACPI DSDT ([`crate::acpi`]) both announce
+/// these.
+pub fn virtio_slots(config: &VmConfig) -> Vec<VirtioSlot> {
+    (0..config.disks.len()).map(VirtioSlot::new).collect()
+}
+
 /// `config` with the command-line entries of its virtio-mmio devices
-/// (one per disk, slots 0..) appended.
+/// ([`virtio_slots`]) appended. They stay when the ACPI DSDT announces the
+/// same devices: see `docs/ACPI.md` for why that is safe.
 pub fn virtio_cmdline(config: &VmConfig) -> VmConfig {
     let mut cmdline = config.cmdline.clone();
-    for i in 0..config.disks.len() {
+    for slot in virtio_slots(config) {
         cmdline.push(' ');
-        cmdline.push_str(&VirtioSlot::new(i).cmdline_entry());
+        cmdline.push_str(&slot.cmdline_entry());
     }
     VmConfig {
         cmdline: cmdline.trim_start().to_string(),

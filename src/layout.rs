@@ -33,6 +33,18 @@ pub const CMDLINE_ADDR: u64 = 0x20000;
 pub const CMDLINE_MAX_SIZE: usize = 2048;
 /// Start of the Extended BIOS Data Area: end of the first RAM range.
 pub const EBDA_START: u64 = 0x9fc00;
+/// Start of the BIOS area reserved in the e820 map (0xE0000-0xFFFFF):
+/// the ACPI tables, then the MP table.
+pub const BIOS_START: u64 = 0xe0000;
+/// ACPI RSDP (ACPI 6.5 §5.2.5.1: OSPM scans 0xE0000-0xFFFFF on 16-byte
+/// boundaries); the boot protocols also pass this address directly
+/// (`boot_params.acpi_rsdp_addr`, PVH `rsdp_paddr`).
+pub const ACPI_RSDP_ADDR: u64 = BIOS_START;
+/// The other ACPI tables (XSDT, FADT, MADT, DSDT) follow the RSDP up to
+/// [`ACPI_TABLES_END`].
+pub const ACPI_TABLES_START: u64 = ACPI_RSDP_ADDR + 0x40;
+/// End of the ACPI tables' area: the MP table starts here.
+pub const ACPI_TABLES_END: u64 = MPTABLE_START;
 /// MP floating pointer and configuration table (MP spec 1.4 §4: the kernel
 /// scans the BIOS area 0xF0000-0xFFFFF).
 pub const MPTABLE_START: u64 = 0xf0000;
@@ -97,6 +109,19 @@ pub const COM1_IRQ: u32 = 4;
 pub const I8042_PORT: u16 = 0x60;
 /// i8042 port count (0x60..=0x64).
 pub const I8042_SIZE: u16 = 5;
+/// ACPI power-management registers (hardware-reduced ACPI, FADT
+/// `SLEEP_CONTROL_REG`, `SLEEP_STATUS_REG`, `RESET_REG`): three one-byte
+/// I/O ports from here, see [`ACPI_SLEEP_CONTROL_PORT`].
+pub const ACPI_PM_PORT: u16 = 0x600;
+/// ACPI sleep control register: `SLP_TYP` (bits 2-4) plus `SLP_EN` (bit 5)
+/// with the `_S5_` type powers the VM off.
+pub const ACPI_SLEEP_CONTROL_PORT: u16 = ACPI_PM_PORT;
+/// ACPI sleep status register: `WAK_STS` (bit 7), write 1 to clear.
+pub const ACPI_SLEEP_STATUS_PORT: u16 = ACPI_PM_PORT + 1;
+/// ACPI reset register: writing the FADT `RESET_VALUE` resets the VM.
+pub const ACPI_RESET_PORT: u16 = ACPI_PM_PORT + 2;
+/// ACPI power-management port count.
+pub const ACPI_PM_SIZE: u16 = 3;
 /// Boot timer port (Firecracker's old boot-timer address), one byte: the
 /// same device as [`BOOT_TIMER_MMIO_ADDR`].
 pub const BOOT_TIMER_PORT: u16 = 0x3f0;

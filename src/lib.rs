@@ -13,9 +13,10 @@
 //! | zero page and e820 (64-bit Linux boot) | [`boot::params`] |
 //! | PVH start info and memmap | [`boot::pvh`] |
 //! | MP table (all vCPUs, IOAPIC, IRQs) | [`boot::mptable`] |
+//! | ACPI tables: RSDP, XSDT, FADT, MADT, DSDT (`--no-acpi` skips) | [`acpi::write()`], [`acpi::fadt`], [`acpi::madt`], [`acpi::dsdt`] |
 //! | GDT, page tables, registers, FPU | [`vcpu::gdt`], [`vcpu::paging`], [`vcpu::regs`] |
 //! | CPUID, MSRs, LAPIC LINT0/1 | [`vcpu::cpuid`], [`vcpu::msrs`], [`vcpu::lapic`] |
-//! | COM1, i8042, quiet ports on the buses | [`device_manager::create_legacy_devices`], [`devices`] |
+//! | COM1, i8042, ACPI sleep/reset registers, quiet ports on the buses | [`device_manager::create_legacy_devices`], [`devices`] |
 //! | virtio-block disks: slots, ioeventfd, irqfd, cmdline | [`device_manager::create_disks`], [`device_manager::register_virtio_mmio`], [`devices::virtio`] |
 //! | vCPU threads, run state, kick | [`vcpu::create`], [`vcpu::Vcpu::start`], [`vcpu::VcpuHandle::kick_stop`] |
 //! | one pure exit handler | [`vcpu::exit::handle_exit`] |
@@ -37,6 +38,7 @@
 //! SIGTERM). With a command (`-- CMD`), ember errors and VM failures are
 //! 125 and a guest that stops without a status is 122 (see [`command`]).
 
+pub mod acpi;
 pub mod bench;
 pub mod boot;
 pub mod command;

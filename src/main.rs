@@ -91,6 +91,10 @@ struct RunArgs {
     /// kvmclock that calibrate their clocks against it.
     #[arg(long)]
     pit: bool,
+    /// Do not write the ACPI tables (the MP table stays); the guest then
+    /// powers off by halting and must reboot through the i8042.
+    #[arg(long)]
+    no_acpi: bool,
     /// virtio-block disk PATH[,readonly][,id=NAME]; repeat for more
     /// disks: /dev/vda, /dev/vdb, ... in order.
     #[arg(long = "disk", value_name = "PATH[,readonly][,id=NAME]")]
@@ -165,6 +169,9 @@ impl RunArgs {
         if self.pit {
             a.push("--pit".into());
         }
+        if self.no_acpi {
+            a.push("--no-acpi".into());
+        }
         for d in &self.disks {
             a.extend(["--disk".into(), d.into()]);
         }
@@ -207,6 +214,7 @@ impl RunArgs {
             timeout: self.timeout.map(Duration::from_secs),
             boot_timeout: self.boot_timeout.map(Duration::from_secs),
             pit: self.pit,
+            acpi: !self.no_acpi,
             ..c
         };
         let disks = self

@@ -51,7 +51,7 @@ fn boot_timer_json_has_every_phase_in_order() {
         .lines()
         .find(|l| l.starts_with('{'))
         .expect("a JSON line");
-    assert!(json.contains("\"stop\":\"guest reset\""), "{json}");
+    assert!(json.contains("\"stop\":\"guest powered off\""), "{json}");
     let times: Vec<f64> = PHASES.iter().map(|p| number(json, p)).collect();
     assert!(times[0] > 0.0, "{json}");
     for (w, p) in times.windows(2).zip(PHASES.iter().skip(1)) {
@@ -69,7 +69,7 @@ fn boot_timer_json_has_every_phase_in_order() {
     for p in PHASES {
         assert!(stderr.contains(p), "{stderr}");
     }
-    assert!(stderr.contains("stop: guest reset"), "{stderr}");
+    assert!(stderr.contains("stop: guest powered off"), "{stderr}");
 }
 
 /// Runs `ember bench -n 3 ARGS...` to completion.

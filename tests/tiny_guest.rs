@@ -127,7 +127,7 @@ fn pvh_entry_sees_start_info() {
         "pvh=yes",
     ]);
     assert!(
-        out.contains("ember-tiny: pvh start_info magic ok, cmdline: pvh=yes, memmap entries: 4, modules: 0\n"),
+        out.contains("ember-tiny: pvh start_info magic ok, cmdline: pvh=yes, memmap entries: 4, modules: 0, rsdp: ok\n"),
         "{out}"
     );
     // Forcing the 64-bit protocol on the same ELF uses its 64-bit entry.
@@ -142,6 +142,9 @@ fn pvh_entry_sees_start_info() {
         out.contains("ember-tiny: linux64 zero page HdrS ok"),
         "{out}"
     );
+    // Without ACPI tables the start info has no RSDP.
+    let out = run_ok(&["run", "--kernel", elf.to_str().unwrap(), "--no-acpi"]);
+    assert!(out.contains("modules: 0, rsdp: none\n"), "{out}");
 }
 
 #[test]
@@ -161,7 +164,10 @@ fn pvh_with_initrd_gets_a_module() {
         "--memory",
         "5G",
     ]);
-    assert!(out.contains("memmap entries: 5, modules: 1\n"), "{out}");
+    assert!(
+        out.contains("memmap entries: 5, modules: 1, rsdp: ok\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -293,4 +299,59 @@ fn cpl0_emulation_failure_is_a_vm_failure() {
         // Hardware KVM: no IDT, so int3 triple-faults: a reset.
         assert_eq!(out.status.code(), Some(0), "{stderr}");
     }
+}
+
+#[test]
+fn acpi_s5_power_off_ends_ember_with_status_0() {
+    if !kvm_available() {
+        return;
+    }
+    let elf = tiny_guest(9, false);
+    for cpus in ["1", "2"] {
+        let out = ember_null(&["run", "--kernel", elf.to_str().unwrap(), "--cpus", cpus]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "stdout: {stdout}\nstderr: {stderr}"
+        );
+        // The zero page points at the RSDP in the BIOS area.
+        assert!(
+            stdout.contains("ember-tiny: acpi rsdp at 0x000e0000 RSD PTR ok\n"),
+            "{stdout}"
+        );
+        // The vCPU did not run past the power-off write.
+        assert!(!stdout.contains("survived"), "{stdout}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // With a command the power-off is a stop without a reported status.
+    let out = ember_null(&["run", "--kernel", elf.to_str().unwrap(), "--", "true"]);
+    assert_eq!(out.status.code(), Some(122), "{:?}", text(&out));
+}
+
+#[test]
+fn no_acpi_leaves_acpi_rsdp_addr_zero() {
+    if !kvm_available() {
+        return;
+    }
+    let elf = tiny_guest(9, false);
+    // The sleep registers stay on the bus without the tables, so the
+    // guest's power-off write still ends ember.
+    let out = run_ok(&["run", "--kernel", elf.to_str().unwrap(), "--no-acpi"]);
+    assert!(
+        out.contains("ember-tiny: acpi rsdp at 0x00000000\n"),
+        "{out}"
+    );
+    assert!(!out.contains("survived"), "{out}");
+}
+
+#[test]
+fn acpi_reset_register_ends_ember_with_status_0() {
+    if !kvm_available() {
+        return;
+    }
+    let elf = tiny_guest(10, false);
+    let out = run_ok(&["run", "--kernel", elf.to_str().unwrap()]);
+    assert!(out.contains("ember-tiny: acpi reset next\n"), "{out}");
+    assert!(!out.contains("survived"), "{out}");
 }

@@ -5,10 +5,10 @@
  *
  *   1. writes "ember-tiny: boot timer" and a newline on COM1 (0x3f8);
  *   2. writes 123 to the boot timer (MMIO 0xc0000000; Firecracker's too);
- *   3. stops: 0x34 to port 0x600 (Cloud Hypervisor's ACPI power-off; a
- *      no-op elsewhere), 0xfe to port 0x64 (i8042 reset: ember,
- *      Firecracker), then a triple fault (an empty IDT and a #GP: QEMU
- *      microvm, which has no i8042).
+ *   3. stops: 0x34 to port 0x600 (the ACPI S5 power-off of ember and
+ *      Cloud Hypervisor; a no-op elsewhere), 0xfe to port 0x64 (i8042
+ *      reset: Firecracker), then a triple fault (an empty IDT and a #GP:
+ *      QEMU microvm, which has no i8042).
  *
  * Build: resources/tiny-guest/build.sh (as + ld; the ELF is a few hundred
  * bytes).
@@ -27,7 +27,7 @@ _start:
         outb    %al, %dx
         jmp     1b
 2:      movb    $123, 0xc0000000        /* boot timer: init reached */
-        mov     $0x34, %al              /* ACPI PM1a_CNT: SLP_TYP=5 | SLP_EN */
+        mov     $0x34, %al              /* ACPI sleep control: SLP_TYP=5 | SLP_EN */
         mov     $0x600, %dx
         outb    %al, %dx
         mov     $0xfe, %al              /* i8042: pulse the reset line */

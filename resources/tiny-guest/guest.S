@@ -23,6 +23,10 @@
  *   6 exit status: print a line, write 42 to the exit-status port 0xf4
  *   7 panic: print a Linux-style "Kernel panic" line, then reset
  *   8 booted: write the "booted" port 0xf5, then spin forever
+ *   9 acpi power-off: print the zero page's acpi_rsdp_addr and whether
+ *     "RSD PTR " is there, then write SLP_TYP=5|SLP_EN (0x34) to the ACPI
+ *     sleep control port 0x600 (the VM must stop; the guest spins if not)
+ *  10 acpi reset: write the reset value 1 to the ACPI reset port 0x602
  *
  * Only plain integer instructions: PVM emulates guest CPL0 code.
  */
@@ -30,6 +34,8 @@
         .set COM1_LSR, 0x3fd
         .set I8042_CMD, 0x64
         .set EXIT_STATUS, 0xf4
+        .set ACPI_SLEEP_CONTROL, 0x600
+        .set ACPI_RESET, 0x602
 
         .text
         .code64
@@ -172,6 +178,41 @@ bad_mp:
 1:      jmp     1b
 .endif
 
+.if MODE == 9
+        lea     msg_rsdp(%rip), %rdi
+        call    puts
+        mov     0x70(%r12), %rsi        /* boot_params.acpi_rsdp_addr */
+        mov     %esi, %edi
+        call    puthex32
+        mov     0x70(%r12), %rsi
+        test    %rsi, %rsi
+        jz      1f
+        movabs  $0x2052545020445352, %rax /* "RSD PTR " */
+        cmp     %rax, (%rsi)
+        jne     1f
+        lea     msg_rsdp_ok(%rip), %rdi
+        call    puts
+1:      lea     msg_nl(%rip), %rdi
+        call    puts
+        mov     $0x34, %al              /* SLP_TYP 5 << 2 | SLP_EN */
+        mov     $ACPI_SLEEP_CONTROL, %dx
+        outb    %al, %dx
+        lea     msg_survived(%rip), %rdi
+        call    puts
+2:      jmp     2b
+.endif
+
+.if MODE == 10
+        lea     msg_acpi_reset(%rip), %rdi
+        call    puts
+        mov     $1, %al
+        mov     $ACPI_RESET, %dx
+        outb    %al, %dx
+        lea     msg_survived(%rip), %rdi
+        call    puts
+1:      jmp     1b
+.endif
+
 bad_zero_page:
         lea     msg_bad_zp(%rip), %rdi
         call    puts
@@ -264,6 +305,14 @@ pvh_start:
         add     $'0', %al
         mov     $COM1, %dx
         outb    %al, %dx
+        mov     $msg_pvh_no_rsdp, %esi
+        mov     32(%ebx), %eax          /* rsdp_paddr (low half) */
+        test    %eax, %eax
+        jz      1f
+        cmpl    $0x20445352, (%eax)     /* "RSD " */
+        jne     1f
+        mov     $msg_pvh_rsdp, %esi
+1:      call    puts32
         mov     $msg_nl, %esi
         call    puts32
         jmp     pvh_reset
@@ -316,7 +365,12 @@ msg_bad_mp:     .asciz "ember-tiny: bad mp table\n"
 msg_pvh:        .asciz "ember-tiny: pvh start_info magic ok, cmdline: "
 msg_memmap:     .asciz ", memmap entries: "
 msg_modules:    .asciz ", modules: "
+msg_pvh_rsdp:   .asciz ", rsdp: ok"
+msg_pvh_no_rsdp: .asciz ", rsdp: none"
 msg_pvh_bad:    .asciz "ember-tiny: bad pvh start info\n"
+msg_rsdp:       .asciz "ember-tiny: acpi rsdp at 0x"
+msg_rsdp_ok:    .asciz " RSD PTR ok"
+msg_acpi_reset: .asciz "ember-tiny: acpi reset next\n"
 msg_nl:         .asciz "\n"
         .balign 16
 pvh_stack:      .fill 256, 1, 0

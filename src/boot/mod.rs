@@ -4,8 +4,9 @@
 //!
 //! [`load`] does, in order: detect the format and load it with
 //! linux-loader, choose the entry protocol, place the initrd, write the
-//! command line, write the zero page ([`params`]) or PVH start info
-//! ([`pvh`]), and write the MP table ([`mptable`]).
+//! command line, write the ACPI tables ([`crate::acpi`], unless
+//! `--no-acpi`), write the zero page ([`params`]) or PVH start info
+//! ([`pvh`]) with the RSDP address, and write the MP table ([`mptable`]).
 
 pub mod mptable;
 pub mod params;
@@ -23,6 +24,7 @@ use linux_loader::loader::{
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::config::{BootMode, VmConfig};
+use crate::device_manager::virtio_slots;
 use crate::layout::{CMDLINE_ADDR, CMDLINE_MAX_SIZE, HIMEM_START};
 use crate::memory::{low_ram_end, GuestMemoryMmap};
 
@@ -98,6 +100,9 @@ pub enum Error {
     /// Writing the MP table failed.
     #[error("cannot write the MP table")]
     MpTableWrite,
+    /// Building or writing the ACPI tables failed.
+    #[error(transparent)]
+    Acpi(#[from] crate::acpi::Error),
 }
 
 /// The entry protocol the boot vCPU uses.
@@ -210,6 +215,15 @@ pub fn load(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<EntryPoint, Erro
     };
 
     let cmdline_len = write_cmdline(mem, &config.cmdline, header)?;
+    let acpi_rsdp = if config.acpi {
+        let platform = crate::acpi::Platform {
+            cpus: config.cpus,
+            virtio: &virtio_slots(config),
+        };
+        Some(crate::acpi::write(mem, &platform)?)
+    } else {
+        None
+    };
     match entry.protocol {
         Protocol::Linux64 => {
             let zp = params::build_zero_page(&params::ZeroPageInput {
@@ -217,10 +231,11 @@ pub fn load(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<EntryPoint, Erro
                 cmdline_len,
                 initrd,
                 mem_size: config.memory,
+                acpi_rsdp,
             })?;
             params::write_zero_page(mem, &zp)?;
         }
-        Protocol::Pvh => pvh::write(mem, config.memory, initrd)?,
+        Protocol::Pvh => pvh::write(mem, config.memory, initrd, acpi_rsdp)?,
     }
     mptable::write(mem, config.cpus)?;
     log::debug!(

@@ -11,7 +11,7 @@ use vm_memory::GuestAddress;
 
 use super::Error;
 use crate::layout::{
-    BIOS_END, CMDLINE_ADDR, EBDA_START, HIGH_RAM_START, HIMEM_START, MPTABLE_START, ZERO_PAGE_ADDR,
+    BIOS_END, BIOS_START, CMDLINE_ADDR, EBDA_START, HIGH_RAM_START, HIMEM_START, ZERO_PAGE_ADDR,
 };
 use crate::memory::GuestMemoryMmap;
 
@@ -46,8 +46,8 @@ pub struct MemEntry {
 }
 
 /// The guest memory map for `mem_size` bytes of RAM: base memory up to
-/// the EBDA, the reserved EBDA and BIOS area (MP table), RAM from 1 MiB to
-/// the MMIO gap, and RAM above 4 GiB.
+/// the EBDA, the reserved EBDA and BIOS area (ACPI tables, MP table), RAM
+/// from 1 MiB to the MMIO gap, and RAM above 4 GiB.
 pub fn memory_map(mem_size: u64) -> Vec<MemEntry> {
     let low_end = crate::memory::low_ram_end(mem_size);
     let mut map = vec![
@@ -62,8 +62,8 @@ pub fn memory_map(mem_size: u64) -> Vec<MemEntry> {
             kind: E820_RESERVED,
         },
         MemEntry {
-            addr: MPTABLE_START,
-            size: BIOS_END - MPTABLE_START,
+            addr: BIOS_START,
+            size: BIOS_END - BIOS_START,
             kind: E820_RESERVED,
         },
         MemEntry {
@@ -93,6 +93,8 @@ pub struct ZeroPageInput {
     pub initrd: Option<(u64, u64)>,
     /// Guest RAM size.
     pub mem_size: u64,
+    /// ACPI RSDP address for `acpi_rsdp_addr`, or `None` without ACPI.
+    pub acpi_rsdp: Option<u64>,
 }
 
 /// Builds the zero page (boot.rst "64-bit boot protocol": the loader fills
@@ -133,6 +135,8 @@ pub fn build_zero_page(input: &ZeroPageInput) -> Result<boot_params, Error> {
         };
     }
     params.e820_entries = map.len() as u8;
+    // zero-page.rst: 0x070 acpi_rsdp_addr; 0 means "scan for it".
+    params.acpi_rsdp_addr = input.acpi_rsdp.unwrap_or(0);
     Ok(params)
 }
 
@@ -163,9 +167,10 @@ mod tests {
                     size: 0x400,
                     kind: E820_RESERVED
                 },
+                // ACPI tables from 0xe0000, MP table from 0xf0000.
                 MemEntry {
-                    addr: 0xf0000,
-                    size: 0x10000,
+                    addr: 0xe0000,
+                    size: 0x20000,
                     kind: E820_RESERVED
                 },
                 MemEntry {
@@ -212,6 +217,7 @@ mod tests {
             cmdline_len: 30,
             initrd: Some((0x7000_0000, 0x1234)),
             mem_size: 4 << 30,
+            acpi_rsdp: Some(0xe0000),
         })
         .unwrap();
         let hdr = p.hdr;
@@ -224,6 +230,7 @@ mod tests {
         assert_eq!({ hdr.ramdisk_size }, 0x1234);
         assert_eq!({ hdr.loadflags } & LOADED_HIGH, LOADED_HIGH);
         assert_eq!(p.e820_entries, 5);
+        assert_eq!({ p.acpi_rsdp_addr }, 0xe0000);
         let last = p.e820_table[4];
         assert_eq!(
             ({ last.addr }, { last.size }, { last.r#type }),
@@ -245,6 +252,7 @@ mod tests {
             cmdline_len: 5,
             initrd: None,
             mem_size: 128 << 20,
+            acpi_rsdp: None,
         })
         .unwrap();
         assert_eq!({ p.hdr.setup_sects }, 27);
@@ -261,6 +269,7 @@ mod tests {
             cmdline_len: 1,
             initrd: None,
             mem_size: 128 << 20,
+            acpi_rsdp: None,
         })
         .unwrap();
         write_zero_page(&mem, &p).unwrap();
@@ -271,5 +280,8 @@ mod tests {
         assert_eq!(n, 4);
         let cmd: u32 = mem.read_obj(GuestAddress(ZERO_PAGE_ADDR + 0x228)).unwrap();
         assert_eq!(cmd, 0x20000);
+        // No ACPI: acpi_rsdp_addr (0x070) stays 0.
+        let rsdp: u64 = mem.read_obj(GuestAddress(ZERO_PAGE_ADDR + 0x70)).unwrap();
+        assert_eq!(rsdp, 0);
     }
 }

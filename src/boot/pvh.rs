@@ -20,10 +20,12 @@ use crate::memory::GuestMemoryMmap;
 /// `hvm_start_info.version`: 1 has the memory map fields.
 pub const START_INFO_VERSION: u32 = 1;
 
-/// Builds the start info, module list and memory map.
+/// Builds the start info, module list and memory map; `rsdp` is the ACPI
+/// RSDP address (`rsdp_paddr`, 0 without ACPI).
 pub fn build(
     mem_size: u64,
     initrd: Option<(u64, u64)>,
+    rsdp: Option<u64>,
 ) -> (
     hvm_start_info,
     Vec<hvm_modlist_entry>,
@@ -58,6 +60,7 @@ pub fn build(
         cmdline_paddr: CMDLINE_ADDR,
         memmap_paddr: PVH_MEMMAP_ADDR,
         memmap_entries: memmap.len() as u32,
+        rsdp_paddr: rsdp.unwrap_or(0),
         ..Default::default()
     };
     (info, modules, memmap)
@@ -68,8 +71,9 @@ pub fn write(
     mem: &GuestMemoryMmap,
     mem_size: u64,
     initrd: Option<(u64, u64)>,
+    rsdp: Option<u64>,
 ) -> Result<(), Error> {
-    let (info, modules, memmap) = build(mem_size, initrd);
+    let (info, modules, memmap) = build(mem_size, initrd, rsdp);
     let mut bp = BootParams::new(&info, GuestAddress(PVH_INFO_ADDR));
     bp.set_sections(&memmap, GuestAddress(PVH_MEMMAP_ADDR));
     if !modules.is_empty() {
@@ -86,13 +90,14 @@ mod tests {
     #[test]
     fn start_info_in_memory() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        write(&mem, 4 << 30, Some((0x1000_0000, 0x2000))).unwrap();
+        write(&mem, 4 << 30, Some((0x1000_0000, 0x2000)), Some(0xe0000)).unwrap();
         let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_ADDR)).unwrap();
         assert_eq!(info.magic, 0x336e_c578);
         assert_eq!(info.version, 1);
         assert_eq!(info.cmdline_paddr, CMDLINE_ADDR);
         assert_eq!(info.nr_modules, 1);
         assert_eq!(info.memmap_entries, 5);
+        assert_eq!(info.rsdp_paddr, 0xe0000);
         let m: hvm_modlist_entry = mem.read_obj(GuestAddress(PVH_MODLIST_ADDR)).unwrap();
         assert_eq!((m.paddr, m.size), (0x1000_0000, 0x2000));
         let last: hvm_memmap_table_entry = mem
@@ -103,8 +108,9 @@ mod tests {
 
     #[test]
     fn no_initrd_no_modules() {
-        let (info, modules, memmap) = build(128 << 20, None);
+        let (info, modules, memmap) = build(128 << 20, None, None);
         assert_eq!(info.nr_modules, 0);
+        assert_eq!(info.rsdp_paddr, 0);
         assert_eq!(info.modlist_paddr, 0);
         assert!(modules.is_empty());
         assert_eq!(memmap.len(), 4);

@@ -1,9 +1,9 @@
 //! Emulated devices: the [`bus::Bus`] they sit on, the COM1 16550 UART
-//! ([`serial`]), the i8042 reset line ([`i8042`]), the boot timer
-//! ([`boot_timer`]) and virtio-mmio devices ([`virtio`]).
-//! ([`serial`]), the i8042 reset line ([`i8042`]), the exit-status port
-//! ([`exit_status`]) and virtio-mmio devices ([`virtio`]).
+//! ([`serial`]), the i8042 reset line ([`i8042`]), the ACPI sleep and
+//! reset registers ([`acpi_pm`]), the exit-status port ([`exit_status`]),
+//! the boot timer ([`boot_timer`]) and virtio-mmio devices ([`virtio`]).
 
+pub mod acpi_pm;
 pub mod boot_timer;
 pub mod bus;
 pub mod exit_status;
