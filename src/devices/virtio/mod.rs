@@ -1,12 +1,13 @@
 //! virtio devices over the virtio-mmio transport (virtio 1.2, §4.2).
 //!
 //! The transport ([`mmio::MmioTransport`]) sits on the MMIO bus and is
-//! driven by vCPU threads; the device ([`block::Block`]) implements
-//! [`VirtioDevice`] and does its queue work on the event loop thread,
-//! woken by an ioeventfd per queue. Interrupts leave through an irqfd held
-//! by the shared [`Interrupt`].
+//! driven by vCPU threads; the devices ([`block::Block`],
+//! [`console::Console`]) implement [`VirtioDevice`] and do their queue
+//! work on the event loop thread, woken by an ioeventfd per queue.
+//! Interrupts leave through an irqfd held by the shared [`Interrupt`].
 
 pub mod block;
+pub mod console;
 pub mod mmio;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -106,7 +107,7 @@ impl Interrupt {
 /// before `DRIVER_OK`, then calls [`VirtioDevice::activate`]; writing 0 to
 /// the status register calls [`VirtioDevice::reset`].
 pub trait VirtioDevice: Send {
-    /// Device ID (virtio 1.2 §5: 2 is block).
+    /// Device ID (virtio 1.2 §5: 2 is block, 3 console).
     fn device_type(&self) -> u32;
     /// Features the device offers (bit 32 is `VIRTIO_F_VERSION_1`).
     fn avail_features(&self) -> u64;
