@@ -10,6 +10,12 @@
 //! what does not fit, woken again by the receiveq's ioeventfd (the driver
 //! posting buffers).
 //!
+//! Input waits for the driver's first output after activation. Without
+//! `MULTIPORT` the device is not told when the guest's port is ready, and
+//! Linux's driver drops input that arrives before its console port is
+//! hooked up (`in_intr` finds no port); it cannot print before that point
+//! either, so its first output is the earliest safe moment.
+//!
 //! Offered features: `VERSION_1` and `RING_EVENT_IDX`. Not offered:
 //! `SIZE` (Linux reads the size only on a configuration-change interrupt,
 //! which races with its port setup), `MULTIPORT`, `EMERG_WRITE`. The
@@ -75,6 +81,8 @@ pub struct Console {
     mem: Arc<GuestMemoryMmap>,
     out: Box<dyn Write + Send>,
     activated: bool,
+    /// The driver has sent output since activation: input may flow.
+    output_seen: bool,
 }
 
 impl std::fmt::Debug for Console {
@@ -82,6 +90,7 @@ impl std::fmt::Debug for Console {
         f.debug_struct("Console")
             .field("acked_features", &self.acked_features)
             .field("activated", &self.activated)
+            .field("output_seen", &self.output_seen)
             .finish_non_exhaustive()
     }
 }
@@ -104,12 +113,14 @@ impl Console {
             mem,
             out,
             activated: false,
+            output_seen: false,
         })
     }
 
     /// A second handle on the receiveq's notification eventfd: it fires
-    /// when the driver posts receive buffers (and once at activation), so
-    /// the stdin forwarder knows when to call [`Console::receive`] again.
+    /// when the driver posts receive buffers and at the driver's first
+    /// output, so the stdin forwarder knows when to call
+    /// [`Console::receive`] again.
     pub fn rx_ready(&self) -> Result<EventFd, Error> {
         self.queue_events[RX_QUEUE]
             .try_clone()
@@ -128,7 +139,8 @@ impl Console {
     /// Writes every available transmit buffer to the sink and returns the
     /// chains (length 0: the device writes nothing into them); disables
     /// notifications meanwhile and looks again after re-enabling them, and
-    /// interrupts the driver once if it asked for it.
+    /// interrupts the driver once if it asked for it. The first output
+    /// after activation lets input flow (see the module docs).
     pub fn process_transmit(&mut self) {
         if !self.running() {
             return;
@@ -158,15 +170,22 @@ impl Console {
         if used && queue.needs_notification(mem).unwrap_or(true) {
             self.interrupt.signal_used_queue();
         }
+        if used && !self.output_seen {
+            self.output_seen = true;
+            // Wake the stdin forwarder for input that waited.
+            if let Err(e) = self.queue_events[RX_QUEUE].write(1) {
+                log::error!("virtio-console: cannot wake the input: {e}");
+            }
+        }
     }
 
     /// Puts as much of `input` as fits into the receive buffers the driver
     /// has posted, in order; returns how many bytes it took. When buffers
     /// run out first, notifications are re-enabled so that the driver's
-    /// next buffer wakes [`Console::rx_ready`]. Takes nothing before
-    /// activation or after the device broke.
+    /// next buffer wakes [`Console::rx_ready`]. Takes nothing before the
+    /// driver's first output after activation, or after the device broke.
     pub fn receive(&mut self, input: &[u8]) -> usize {
-        if input.is_empty() || !self.running() {
+        if input.is_empty() || !self.running() || !self.output_seen {
             return 0;
         }
         let mem: &GuestMemoryMmap = &self.mem;
@@ -316,12 +335,9 @@ impl VirtioDevice for Console {
             q.set_event_idx(event_idx);
         }
         self.activated = true;
-        // Serve output queued before DRIVER_OK, and let the stdin
-        // forwarder deliver input that waited for the device.
-        for evt in &self.queue_events {
-            if let Err(e) = evt.write(1) {
-                log::error!("virtio-console: cannot kick a queue: {e}");
-            }
+        // Serve output queued before DRIVER_OK (input waits for output).
+        if let Err(e) = self.queue_events[TX_QUEUE].write(1) {
+            log::error!("virtio-console: cannot kick the transmit queue: {e}");
         }
         Ok(())
     }
@@ -334,6 +350,7 @@ impl VirtioDevice for Console {
         }
         self.acked_features = 0;
         self.activated = false;
+        self.output_seen = false;
     }
 }
 
