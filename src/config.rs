@@ -512,32 +512,6 @@ mod tests {
     }
 
     #[test]
-    fn consoles() {
-        for (name, kind) in [
-            ("serial", ConsoleKind::Serial),
-            ("virtio", ConsoleKind::Virtio),
-        ] {
-            assert_eq!(name.parse::<ConsoleKind>().unwrap(), kind);
-        }
-        assert!(matches!(
-            "hvc".parse::<ConsoleKind>(),
-            Err(Error::Console(_))
-        ));
-        assert_eq!(
-            ConsoleKind::Virtio.default_cmdline(),
-            "console=hvc0 reboot=k panic=-1"
-        );
-        assert_eq!(ConsoleKind::default().default_cmdline(), DEFAULT_CMDLINE);
-        let c =
-            VmConfig::new(kernel_file(), None, None, DEFAULT_MEMORY, 1, BootMode::Auto).unwrap();
-        assert_eq!(c.console, ConsoleKind::Serial);
-        assert_eq!(c.max_disks(), layout::MAX_VIRTIO_DEVICES);
-        let c = c.with_console(ConsoleKind::Virtio);
-        assert_eq!(c.max_disks(), layout::MAX_VIRTIO_DEVICES - 1);
-        // The 19-disk limit with the console: tests/virtio_console.rs.
-    }
-
-    #[test]
     fn disk_syntax() {
         let d: DiskConfig = "/a.img".parse().unwrap();
         assert_eq!((d.readonly, d.id), (false, None));

@@ -321,13 +321,15 @@ mod tests {
             virtio_cmdline(&two).cmdline,
             "quiet virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
         );
+        assert_eq!(two.max_disks(), MAX_VIRTIO_DEVICES);
         let with_console = two.with_console(crate::config::ConsoleKind::Virtio);
         assert_eq!(
             virtio_cmdline(&with_console).cmdline,
             "quiet virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 \
              virtio_mmio.device=4K@0xd0002000:7"
         );
-        let alone = base.with_console(crate::config::ConsoleKind::Virtio);
+        assert_eq!(with_console.max_disks(), MAX_VIRTIO_DEVICES - 1);
+        let alone = base.with_console("virtio".parse().unwrap());
         assert_eq!(
             virtio_cmdline(&alone).cmdline,
             "quiet virtio_mmio.device=4K@0xd0000000:5"
