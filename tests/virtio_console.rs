@@ -5,27 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
-
-fn disk(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("vcon-{}-{name}.img", std::process::id()));
-    let f = std::fs::File::create(&p).unwrap();
-    f.set_len(1 << 20).unwrap();
-    p
-}
-
-fn one_line_error(args: &[&str], expect: &str) {
-    let out = ember_null(args);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout} {stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].starts_with("ember: error: "), "{stderr}");
-    assert!(lines[0].contains(expect), "expected {expect:?} in {stderr}");
-}
 
 #[test]
 fn console_errors_are_one_line() {
@@ -36,7 +16,7 @@ fn console_errors_are_one_line() {
         "invalid console \"hvc\": expected serial or virtio",
     );
     // The console takes one of the 19 virtio-mmio slots.
-    let d = disk("many");
+    let d = temp_disk("vcon-many", 1 << 20);
     let many: Vec<String> = (0..19)
         .flat_map(|_| ["--disk".to_string(), format!("{},readonly", d.display())])
         .collect();
@@ -61,7 +41,7 @@ fn default_cmdline_and_slot_after_the_disks() {
         ),
         "{stdout}"
     );
-    let (a, b) = (disk("a"), disk("b"));
+    let (a, b) = (temp_disk("vcon-a", 1 << 20), temp_disk("vcon-b", 1 << 20));
     let out = ember_null(&[
         "run",
         "--kernel",

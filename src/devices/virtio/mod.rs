@@ -9,12 +9,16 @@
 pub mod block;
 pub mod console;
 pub mod mmio;
+#[cfg(test)]
+mod test_utils;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::memory::GuestMemoryMmap;
 
 /// Why a device refused to start (the transport then sets `NEEDS_RESET`).
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +138,22 @@ pub trait VirtioDevice: Send {
     /// Returns the device to its power-on state: queues, features,
     /// activation.
     fn reset(&mut self);
+}
+
+/// Checks a device's queues at activation (each ready, its rings in guest
+/// memory and aligned) and sets their `EVENT_IDX` mode.
+pub fn activate_queues(
+    queues: &mut [Queue],
+    mem: &GuestMemoryMmap,
+    event_idx: bool,
+) -> Result<(), ActivateError> {
+    for (i, q) in queues.iter_mut().enumerate() {
+        if !q.is_valid(mem) {
+            return Err(ActivateError::BadQueue(i));
+        }
+        q.set_event_idx(event_idx);
+    }
+    Ok(())
 }
 
 /// Copies the bytes of `config` at `offset` into `data`; bytes past the

@@ -41,7 +41,7 @@ use vm_memory::{Bytes, GuestMemoryBackend};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{read_config_bytes, ActivateError, Interrupt, VirtioDevice};
+use super::{activate_queues, read_config_bytes, ActivateError, Interrupt, VirtioDevice};
 use crate::memory::GuestMemoryMmap;
 
 /// Size of each queue. Linux fills the receiveq with one page per
@@ -328,12 +328,7 @@ impl VirtioDevice for Console {
     }
     fn activate(&mut self) -> Result<(), ActivateError> {
         let event_idx = self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
-        for (i, q) in self.queues.iter_mut().enumerate() {
-            if !q.is_valid(self.mem.as_ref()) {
-                return Err(ActivateError::BadQueue(i));
-            }
-            q.set_event_idx(event_idx);
-        }
+        activate_queues(&mut self.queues, &self.mem, event_idx)?;
         self.activated = true;
         // Serve output queued before DRIVER_OK (input waits for output).
         if let Err(e) = self.queue_events[TX_QUEUE].write(1) {
