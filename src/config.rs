@@ -14,6 +14,8 @@ pub const DEFAULT_MEMORY: u64 = 128 << 20;
 /// Default kernel command line: serial console, reset on panic and reboot
 /// through the keyboard controller.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
+/// Default kernel command line with `--console virtio`: the same on hvc0.
+pub const DEFAULT_CMDLINE_VIRTIO: &str = "console=hvc0 reboot=k panic=-1";
 
 /// Configuration errors: each names the input that is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,47 @@ pub enum Error {
     /// Unknown boot mode name.
     #[error("invalid boot mode {0:?}: expected auto, pvh or linux64")]
     BootMode(String),
+    /// Unknown console name.
+    #[error("invalid console {0:?}: expected serial or virtio")]
+    Console(String),
+}
+
+/// Which device is the guest's console: where stdin goes (`--console`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsoleKind {
+    /// The COM1 16550 UART (`ttyS0`): stdin goes to its receive FIFO.
+    #[default]
+    Serial,
+    /// A virtio-console device (`hvc0`) in the virtio-mmio slot after the
+    /// disks: stdin goes to its receiveq, and the UART gets no input (its
+    /// output still reaches stdout).
+    Virtio,
+}
+
+impl ConsoleKind {
+    /// The default kernel command line for this console.
+    pub fn default_cmdline(self) -> &'static str {
+        match self {
+            ConsoleKind::Serial => DEFAULT_CMDLINE,
+            ConsoleKind::Virtio => DEFAULT_CMDLINE_VIRTIO,
+        }
+    }
+
+    /// virtio-mmio slots the console takes (after the disks).
+    pub fn virtio_slots(self) -> usize {
+        usize::from(self == ConsoleKind::Virtio)
+    }
+}
+
+impl std::str::FromStr for ConsoleKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "serial" => Ok(ConsoleKind::Serial),
+            "virtio" => Ok(ConsoleKind::Virtio),
+            _ => Err(Error::Console(s.to_string())),
+        }
+    }
 }
 
 /// Which entry protocol to use.
@@ -138,6 +181,8 @@ pub struct VmConfig {
     pub kvm_device: PathBuf,
     /// virtio-block disks, in guest order (`/dev/vda`, `/dev/vdb`, ...).
     pub disks: Vec<DiskConfig>,
+    /// The guest's console (`--console`).
+    pub console: ConsoleKind,
     /// `--timeout`: stop the VM with [`crate::StopReason::Deadline`] after
     /// this long.
     pub timeout: Option<std::time::Duration>,
@@ -257,6 +302,7 @@ impl VmConfig {
             boot_mode,
             kvm_device: PathBuf::from(crate::kvm::KVM_PATH),
             disks: Vec::new(),
+            console: ConsoleKind::Serial,
             timeout: None,
             boot_timeout: None,
             pit: false,
@@ -264,14 +310,26 @@ impl VmConfig {
         })
     }
 
+    /// Sets the console. Call it before [`VmConfig::with_disks`]: a
+    /// virtio console takes a virtio-mmio slot from the disks.
+    pub fn with_console(self, console: ConsoleKind) -> Self {
+        VmConfig { console, ..self }
+    }
+
+    /// Most disks this configuration can have: the virtio-mmio slots the
+    /// console does not take.
+    pub fn max_disks(&self) -> usize {
+        layout::MAX_VIRTIO_DEVICES - self.console.virtio_slots()
+    }
+
     /// Adds virtio-block disks (checking that each opens in its mode and
     /// has a size that is a multiple of 512) and the root device on the
     /// command line: see [`Root`].
     pub fn with_disks(mut self, disks: Vec<DiskConfig>, root: Root) -> Result<Self, Error> {
-        if disks.len() > layout::MAX_VIRTIO_DEVICES {
+        if disks.len() > self.max_disks() {
             return Err(Error::TooManyDisks {
                 got: disks.len(),
-                max: layout::MAX_VIRTIO_DEVICES,
+                max: self.max_disks(),
             });
         }
         for d in &disks {

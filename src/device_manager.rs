@@ -5,9 +5,12 @@
 //! at [`crate::layout::MMIO_DEVICES_START`]` + i * 4 KiB`, its IRQ
 //! [`crate::layout::VIRTIO_IRQ_BASE`]` + i` and its command-line entry;
 //! [`register_virtio_mmio`] does the wiring (ioeventfd per queue, irqfd,
-//! bus insert); [`create_disks`] builds the virtio-block devices. The
-//! command-line entries are added by [`virtio_cmdline`] before the kernel
-//! is loaded (which happens before KVM is opened), from the same slots.
+//! bus insert); [`create_disks`] builds the virtio-block devices in slots
+//! `0..disks`, and [`create_virtio_console`] the virtio console
+//! (`--console virtio`) in the slot after them, so the disks keep their
+//! `/dev/vda`... names. The command-line entries are added by
+//! [`virtio_cmdline`] before the kernel is loaded (which happens before KVM
+//! is opened), from the same slots.
 
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +25,7 @@ use crate::devices::exit_status::{Booted, ExitStatus};
 use crate::devices::i8042::I8042;
 use crate::devices::serial::{ConsoleOut, ConsoleTail, SerialDevice};
 use crate::devices::virtio::block::{self, Block, BlockHandler};
+use crate::devices::virtio::console::{self, Console, ConsoleHandler};
 use crate::devices::virtio::mmio::{self, MmioTransport};
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::event_loop::ExitEvent;
@@ -52,6 +56,9 @@ pub enum Error {
     /// A virtio-block device cannot be created.
     #[error(transparent)]
     Block(#[from] block::Error),
+    /// The virtio console cannot be created.
+    #[error(transparent)]
+    Console(#[from] console::Error),
 }
 
 /// The legacy devices and the buses holding them.
@@ -167,11 +174,14 @@ impl VirtioSlot {
 }
 
 /// The virtio-mmio slots of `config`'s devices: one per disk, slots
-/// `0..`, in the order [`create_disks`] fills them. The command line
+/// `0..`, in the order [`create_disks`] fills them, then the virtio
+/// console's ([`create_virtio_console`]) if any. The command line
 /// ([`virtio_cmdline`]) and the ACPI DSDT ([`crate::acpi`]) both announce
 /// these.
 pub fn virtio_slots(config: &VmConfig) -> Vec<VirtioSlot> {
-    (0..config.disks.len()).map(VirtioSlot::new).collect()
+    (0..config.disks.len() + config.console.virtio_slots())
+        .map(VirtioSlot::new)
+        .collect()
 }
 
 /// `config` with the command-line entries of its virtio-mmio devices
@@ -243,6 +253,27 @@ pub fn create_disks(
     Ok(handlers)
 }
 
+/// The virtio console (`--console virtio`): a [`Console`] writing to
+/// `out`, in slot `slot` (the one after the disks, as [`virtio_cmdline`]
+/// announced). Returns the device, for the stdin forwarder and the final
+/// output flush, and its event-loop handler.
+pub fn create_virtio_console(
+    vm: &VmFd,
+    mem: &Arc<GuestMemoryMmap>,
+    mmio: &mut Bus,
+    slot: usize,
+    out: ConsoleOut,
+) -> Result<(Arc<Mutex<Console>>, ConsoleHandler), Error> {
+    let interrupt = Arc::new(Interrupt::new(eventfd()?));
+    let dev = Arc::new(Mutex::new(Console::new(
+        mem.clone(),
+        interrupt.clone(),
+        Box::new(out),
+    )?));
+    register_virtio_mmio(vm, mmio, VirtioSlot::new(slot), dev.clone(), interrupt)?;
+    Ok((dev.clone(), ConsoleHandler::new(dev)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +294,46 @@ mod tests {
         assert_eq!(last.irq, u32::from(IOAPIC_NUM_PINS) - 1);
         assert!(last.addr + VIRTIO_MMIO_SIZE <= MMIO_GAP_END);
         assert!(last.addr + VIRTIO_MMIO_SIZE <= u64::from(crate::layout::IOAPIC_ADDR));
+    }
+
+    #[test]
+    fn the_virtio_console_follows_the_disks() {
+        let kernel = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let base = VmConfig::new(
+            kernel,
+            None,
+            Some("quiet".into()),
+            crate::config::DEFAULT_MEMORY,
+            1,
+            crate::config::BootMode::Auto,
+        )
+        .unwrap();
+        let disk = DiskConfig {
+            path: "/a.img".into(),
+            readonly: true,
+            id: None,
+        };
+        let two = VmConfig {
+            disks: vec![disk.clone(), disk],
+            ..base.clone()
+        };
+        assert_eq!(
+            virtio_cmdline(&two).cmdline,
+            "quiet virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
+        );
+        assert_eq!(two.max_disks(), MAX_VIRTIO_DEVICES);
+        let with_console = two.with_console(crate::config::ConsoleKind::Virtio);
+        assert_eq!(
+            virtio_cmdline(&with_console).cmdline,
+            "quiet virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 \
+             virtio_mmio.device=4K@0xd0002000:7"
+        );
+        assert_eq!(with_console.max_disks(), MAX_VIRTIO_DEVICES - 1);
+        let alone = base.with_console("virtio".parse().unwrap());
+        assert_eq!(
+            virtio_cmdline(&alone).cmdline,
+            "quiet virtio_mmio.device=4K@0xd0000000:5"
+        );
     }
 
     #[test]

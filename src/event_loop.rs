@@ -4,10 +4,10 @@
 //! Every way a VM stops goes through [`ExitEvent::signal`]: the i8042 reset,
 //! `KVM_EXIT_SHUTDOWN` (triple fault), `KVM_EXIT_SYSTEM_EVENT`, vCPU errors
 //! and panics, and SIGTERM/SIGINT/SIGHUP (read from a signalfd). The first
-//! reason wins. Subscribers: [`ExitWatcher`] (exit eventfd + signalfd) and
-//! [`StdinForwarder`] (stdin → COM1 receive FIFO).
+//! reason wins. Subscribers: [`ExitWatcher`] (exit eventfd + signalfd),
+//! [`Deadline`] (`--timeout`, `--boot-timeout`), and, added by `vmm`, the
+//! stdin forwarder (`crate::stdin`) and the virtio devices' handlers.
 
-use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,12 +20,9 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::devices::exit_status::Booted;
-use crate::devices::serial::SerialDevice;
 
 /// Signals that stop the VM cleanly.
 pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
-/// Input bytes buffered before ember stops reading stdin.
-const STDIN_BUFFER_CAP: usize = 64 * 1024;
 
 /// Event loop errors.
 #[derive(Debug, thiserror::Error)]
@@ -374,111 +371,6 @@ impl MutEventSubscriber for Deadline {
     }
 }
 
-/// Forwards stdin bytes to the COM1 receive FIFO as the guest drains it.
-/// EOF (or an error) stops watching stdin: nothing spins.
-pub struct StdinForwarder {
-    serial: Arc<Mutex<SerialDevice>>,
-    rx_ready: EventFd,
-    pending: VecDeque<u8>,
-    watching: bool,
-    eof: bool,
-}
-
-impl std::fmt::Debug for StdinForwarder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StdinForwarder")
-            .field("pending", &self.pending.len())
-            .field("watching", &self.watching)
-            .field("eof", &self.eof)
-            .finish()
-    }
-}
-
-const STDIN: RawFd = libc::STDIN_FILENO;
-
-impl StdinForwarder {
-    /// A forwarder into `serial`; `rx_ready` is the serial's FIFO-empty event.
-    pub fn new(serial: Arc<Mutex<SerialDevice>>, rx_ready: EventFd) -> Self {
-        StdinForwarder {
-            serial,
-            rx_ready,
-            pending: VecDeque::new(),
-            watching: false,
-            eof: false,
-        }
-    }
-
-    /// Reads once from stdin; returns false at EOF or on error.
-    fn read_stdin(&mut self) -> bool {
-        let mut buf = [0u8; 4096];
-        // SAFETY: reading at most buf.len() bytes into `buf`.
-        let n = unsafe { libc::read(STDIN, buf.as_mut_ptr().cast(), buf.len()) };
-        match n {
-            n if n > 0 => {
-                self.pending.extend(&buf[..n as usize]);
-                true
-            }
-            0 => false,
-            _ => {
-                let err = std::io::Error::last_os_error();
-                matches!(
-                    err.kind(),
-                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
-                )
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let mut serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
-        let n = serial.enqueue(self.pending.make_contiguous());
-        self.pending.drain(..n);
-    }
-
-    fn update_interest(&mut self, ops: &mut EventOps) {
-        let want = !self.eof && self.pending.len() < STDIN_BUFFER_CAP;
-        if want && !self.watching {
-            match ops.add(Events::new_raw(STDIN, EventSet::IN)) {
-                Ok(()) => self.watching = true,
-                Err(e) => {
-                    // Regular files cannot be polled: read them now.
-                    log::debug!("stdin is not pollable ({e}); reading it directly");
-                    while self.pending.len() < STDIN_BUFFER_CAP && self.read_stdin() {}
-                    self.eof = true;
-                }
-            }
-        } else if !want && self.watching {
-            let _ = ops.remove(Events::new_raw(STDIN, EventSet::IN));
-            self.watching = false;
-        }
-    }
-}
-
-impl MutEventSubscriber for StdinForwarder {
-    fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new(&self.rx_ready, EventSet::IN)) {
-            log::error!("event loop: cannot watch serial rx: {e}");
-        }
-        self.update_interest(ops);
-        self.flush();
-    }
-
-    fn process(&mut self, events: Events, ops: &mut EventOps) {
-        if events.fd() == STDIN {
-            if !self.read_stdin() {
-                self.eof = true;
-            }
-        } else {
-            let _ = self.rx_ready.read();
-        }
-        self.flush();
-        self.update_interest(ops);
-    }
-}
-
 /// The VMM thread's loop.
 pub struct EventLoop {
     manager: EventManager<Box<dyn MutEventSubscriber + Send>>,
@@ -505,7 +397,7 @@ impl EventLoop {
         Ok(EventLoop { manager, exit })
     }
 
-    /// Adds a subscriber (stdin forwarder, later virtio devices).
+    /// Adds a subscriber (the stdin forwarder, virtio device handlers).
     pub fn add(&mut self, subscriber: Box<dyn MutEventSubscriber + Send>) {
         self.manager.add_subscriber(subscriber);
     }

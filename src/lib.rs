@@ -20,7 +20,9 @@
 //! | virtio-block disks: slots, ioeventfd, irqfd, cmdline | [`device_manager::create_disks`], [`device_manager::register_virtio_mmio`], [`devices::virtio`] |
 //! | vCPU threads, run state, kick | [`vcpu::create`], [`vcpu::Vcpu::start`], [`vcpu::VcpuHandle::kick_stop`] |
 //! | one pure exit handler | [`vcpu::exit::handle_exit`] |
-//! | exit event, signals, stdin | [`event_loop`] |
+//! | virtio-console (`--console virtio`): slot after the disks, hvc0 | [`device_manager::create_virtio_console`], [`devices::virtio::console`] |
+//! | exit event, signals | [`event_loop`] |
+//! | stdin → UART FIFO or virtio-console receiveq, bounded | [`stdin`] |
 //! | raw terminal, restored on every path | [`terminal`] |
 //! | boot timeline (`--boot-timer`), boot-timer device | [`timeline`], [`devices::boot_timer`] |
 //! | `ember bench`: N boots as child processes, statistics | `bench.rs` (binary) |
@@ -50,6 +52,7 @@ pub mod kvm;
 pub mod layout;
 pub mod memory;
 pub mod share;
+pub mod stdin;
 pub mod terminal;
 pub mod timeline;
 pub mod vcpu;

@@ -72,7 +72,8 @@ struct RunArgs {
     #[arg(long)]
     initrd: Option<PathBuf>,
     /// Kernel command line [default: console=ttyS0 reboot=k panic=-1,
-    /// plus `loglevel=3` with a command].
+    /// console=hvc0 with --console virtio, plus `loglevel=3` with a
+    /// command].
     #[arg(long)]
     cmdline: Option<String>,
     /// Guest memory: 512M, 2G, or a plain number of MiB.
@@ -99,6 +100,12 @@ struct RunArgs {
     /// disks: /dev/vda, /dev/vdb, ... in order.
     #[arg(long = "disk", value_name = "PATH[,readonly][,id=NAME]")]
     disks: Vec<String>,
+    /// The guest's console, where stdin goes: serial (COM1, ttyS0) or
+    /// virtio (a virtio-console device, hvc0, in the virtio-mmio slot
+    /// after the disks; the UART's output still reaches stdout, its input
+    /// gets nothing).
+    #[arg(long, value_name = "serial|virtio", default_value = "serial")]
+    console: String,
     /// Root device added to the command line as `root=DEV rw`. Default
     /// (auto): /dev/vda when a disk is given and the command line has
     /// no root=; `none` adds nothing.
@@ -161,6 +168,7 @@ impl RunArgs {
             ("--memory", self.memory.clone()),
             ("--cpus", self.cpus.to_string()),
             ("--boot-mode", self.boot_mode.clone()),
+            ("--console", self.console.clone()),
             ("--root", self.root.clone()),
         ] {
             a.extend([flag.into(), value.into()]);
@@ -195,20 +203,22 @@ impl RunArgs {
             }
             (None, false) => return Err(CliError::NoKernel.into()),
         };
+        let console = self.console.parse::<config::ConsoleKind>()?;
         let cmdline = self.cmdline.clone().unwrap_or_else(|| {
             if self.command_mode() {
                 format!(
                     "{} {}",
-                    config::DEFAULT_CMDLINE,
+                    console.default_cmdline(),
                     ember::command::COMMAND_CMDLINE_EXTRA
                 )
             } else {
-                config::DEFAULT_CMDLINE.to_string()
+                console.default_cmdline().to_string()
             }
         });
         let mem = config::parse_size(&self.memory)?;
         let mode = self.boot_mode.parse::<BootMode>()?;
-        let c = VmConfig::new(kernel, initrd, Some(cmdline), mem, self.cpus, mode)?;
+        let c = VmConfig::new(kernel, initrd, Some(cmdline), mem, self.cpus, mode)?
+            .with_console(console);
         let c = VmConfig {
             kvm_device: self.kvm_device.clone(),
             timeout: self.timeout.map(Duration::from_secs),
@@ -238,10 +248,10 @@ fn with_command(
             None => Ok(None),
         };
     }
-    if args.share.is_some() && config.disks.len() >= ember::layout::MAX_VIRTIO_DEVICES {
+    if args.share.is_some() && config.disks.len() >= config.max_disks() {
         return Err(config::Error::TooManyDisks {
             got: config.disks.len() + 1,
-            max: ember::layout::MAX_VIRTIO_DEVICES,
+            max: config.max_disks(),
         }
         .into());
     }

@@ -36,7 +36,8 @@ pub enum Phase {
     /// A vCPU thread entered `KVM_RUN` for the first time: ember's own
     /// share of the boot ends here.
     FirstVcpuEntry,
-    /// The guest wrote its first byte to the serial console.
+    /// The guest wrote its first byte to the console (the serial port or,
+    /// with `--console virtio`, the virtio console).
     FirstSerialOutput,
     /// The guest wrote 123 to the boot timer (port 0x3f0 or MMIO
     /// 0xc0000000).

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::Cap;
 
-use crate::config::VmConfig;
-use crate::devices::serial::ConsoleTail;
-use crate::event_loop::{Deadline, EventLoop, ExitEvent, SignalFd, StdinForwarder, StopReason};
+use crate::config::{ConsoleKind, VmConfig};
+use crate::devices::serial::{ConsoleOut, ConsoleTail};
+use crate::event_loop::{Deadline, EventLoop, ExitEvent, SignalFd, StopReason};
 use crate::layout::{KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
+use crate::stdin::StdinForwarder;
 use crate::timeline::{Phase, Timeline};
 use crate::{boot, device_manager, event_loop, kvm, memory, terminal, vcpu};
 
@@ -102,6 +103,19 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
     let console = ConsoleTail::default();
     let mut devices = device_manager::create_legacy_devices(&vm, &exit, timeline, console.clone())?;
     let disks = device_manager::create_disks(&vm, &mem, &mut devices.buses.mmio, &config.disks)?;
+    let virtio_console = match config.console {
+        ConsoleKind::Serial => None,
+        ConsoleKind::Virtio => Some(device_manager::create_virtio_console(
+            &vm,
+            &mem,
+            &mut devices.buses.mmio,
+            config.disks.len(),
+            ConsoleOut {
+                timeline: timeline.clone(),
+                tail: console.clone(),
+            },
+        )?),
+    };
     timeline.mark(Phase::DevicesCreated);
 
     let mut supported = kvm
@@ -121,10 +135,24 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
     // the event loop's signalfd sees them.
     let signals = SignalFd::new()?;
     let mut event_loop = EventLoop::new(exit.clone(), signals)?;
-    event_loop.add(Box::new(StdinForwarder::new(
-        devices.serial.clone(),
-        devices.serial_rx_ready,
-    )));
+    // stdin goes to one console only: the virtio console if there is one
+    // (the UART then gets no input), else the UART.
+    let (stdin, virtio_console) = match virtio_console {
+        None => (
+            StdinForwarder::new(Box::new(devices.serial.clone()), devices.serial_rx_ready),
+            None,
+        ),
+        Some((dev, handler)) => {
+            let ready = dev
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .rx_ready()
+                .map_err(device_manager::Error::from)?;
+            event_loop.add(Box::new(handler));
+            (StdinForwarder::new(Box::new(dev.clone()), ready), Some(dev))
+        }
+    };
+    event_loop.add(Box::new(stdin));
     for disk in disks {
         event_loop.add(Box::new(disk));
     }
@@ -162,6 +190,12 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
     }
     for h in handles {
         h.join();
+    }
+    // Output the guest queued on the virtio console just before it stopped.
+    if let Some(dev) = virtio_console {
+        dev.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .process_transmit();
     }
     timeline.set_guest_resident_kib(memory::resident_kib(&mem));
     let mut reason = result?;

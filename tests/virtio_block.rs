@@ -4,27 +4,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
-
-fn disk(name: &str, size: u64) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("vblk-{}-{name}.img", std::process::id()));
-    let f = std::fs::File::create(&p).unwrap();
-    f.set_len(size).unwrap();
-    p
-}
-
-fn one_line_error(args: &[&str], expect: &str) {
-    let out = ember_null(args);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout} {stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].starts_with("ember: error: "), "{stderr}");
-    assert!(lines[0].contains(expect), "expected {expect:?} in {stderr}");
-}
 
 #[test]
 fn disk_errors_are_one_line() {
@@ -44,7 +24,7 @@ fn disk_errors_are_one_line() {
         ],
         "cannot open disk",
     );
-    let odd = disk("odd", 1000);
+    let odd = temp_disk("odd", 1000);
     one_line_error(
         &["run", "--kernel", k, "--disk", odd.to_str().unwrap()],
         "is 1000 bytes, not a multiple of 512",
@@ -53,7 +33,7 @@ fn disk_errors_are_one_line() {
         &["run", "--kernel", k, "--disk", "/tmp,readonly"],
         "neither a regular file nor a block device",
     );
-    let ok = disk("ok", 4096);
+    let ok = temp_disk("ok", 4096);
     let ok = ok.to_str().unwrap();
     for bad in [
         format!("{ok},rw"),
@@ -91,8 +71,8 @@ fn disks_are_announced_on_the_command_line() {
         return;
     }
     let elf = tiny_guest(0, false);
-    let a = disk("a", 1 << 20);
-    let b = disk("b", 1 << 20);
+    let a = temp_disk("a", 1 << 20);
+    let b = temp_disk("b", 1 << 20);
     let out = ember_null(&[
         "run",
         "--kernel",
@@ -139,7 +119,7 @@ fn guest_reads_the_virtio_mmio_magic() {
     }
     // MODE 2 reads 4 bytes at 0xd0000000: the first device's MagicValue.
     let elf = tiny_guest(2, false);
-    let a = disk("magic", 1 << 20);
+    let a = temp_disk("magic", 1 << 20);
     let out = ember_null(&[
         "run",
         "--kernel",

@@ -2,6 +2,7 @@
 # Build ember's default guest into the cache and print the directory holding it.
 #
 #   resources/guest/build.sh            build (or reuse) and print the directory
+#   resources/guest/build.sh --hvc      the same guest with the hvc kernel variant
 #
 # The directory, $XDG_CACHE_HOME/ember/guest/<hash of inputs>/ (default
 # ~/.cache/ember/guest/...), holds:
@@ -14,7 +15,11 @@
 # guest `ember run -- CMD` boots when no --kernel is given (docs/RUN.md).
 # It is reused until an input changes: kernel.config (the fragment), init,
 # this script, or the Debian packages linux-source-6.1 and busybox-static.
-# See docs/GUEST.md.
+#
+# --hvc: the kernel also gets kernel-hvc.config (no 8250 UART, console only
+# on virtio-console's hvc0: `ember run --console virtio`), cached under its
+# own hash; the default-guest link is left alone. Only the tests that need
+# it build it. See docs/GUEST.md.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 EMBER_SCRIPT_NAME=guest/build.sh
@@ -26,10 +31,17 @@ need_packages linux-source-6.1 busybox-static make gcc bc bison flex libelf-dev 
 
 
 rootfs_mib=64
+fragments=()
+lock=.lock
+case "${1:-}" in
+    "") ;;
+    --hvc) fragments=("$here/kernel-hvc.config") lock=.lock-hvc ;;
+    *) die "usage: build.sh [--hvc]" ;;
+esac
 
 # --- the kernel: cached on its own, so a change to init doesn't rebuild it ---
 HASH_EXTRA="linux-source-6.1 $(pkg_version linux-source-6.1)"
-khash=$(hash_inputs "$here/kernel.config" "$here/kernel.sh")
+khash=$(hash_inputs "$here/kernel.config" "${fragments[@]}" "$here/kernel.sh")
 kdir=$(ember_cache kernel/"$khash")
 mkdir -p "$(dirname "$kdir")"
 
@@ -66,9 +78,9 @@ build_guest() {
 
 # One build at a time per cache: parallel test processes wait for the first.
 mkdir -p "$(dirname "$gdir")"
-exec 9>"$(dirname "$gdir")/.lock"
+exec 9>"$(dirname "$gdir")/$lock"
 flock 9
-[ -f "$kdir/bzImage" ] || "$here/kernel.sh" "$kdir"
+[ -f "$kdir/bzImage" ] || "$here/kernel.sh" "$kdir" "${fragments[@]}"
 [ -f "$gdir/rootfs.ext4" ] || build_guest
-ln -sfn "$gdir" "$(dirname "$(dirname "$gdir")")/default-guest"
+[ ${#fragments[@]} -gt 0 ] || ln -sfn "$gdir" "$(dirname "$(dirname "$gdir")")/default-guest"
 echo "$gdir"

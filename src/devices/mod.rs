@@ -1,7 +1,8 @@
 //! Emulated devices: the [`bus::Bus`] they sit on, the COM1 16550 UART
 //! ([`serial`]), the i8042 reset line ([`i8042`]), the ACPI sleep and
 //! reset registers ([`acpi_pm`]), the exit-status port ([`exit_status`]),
-//! the boot timer ([`boot_timer`]) and virtio-mmio devices ([`virtio`]).
+//! the boot timer ([`boot_timer`]) and the virtio-mmio devices, block and
+//! console ([`virtio`]).
 
 pub mod acpi_pm;
 pub mod boot_timer;

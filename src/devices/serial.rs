@@ -1,6 +1,8 @@
 //! COM1: a vm-superio 16550 UART whose output goes to stdout and whose
-//! input comes from the event loop (stdin). Its interrupt is an eventfd
-//! registered as an irqfd on IOAPIC pin 4.
+//! input comes from the event loop (stdin, unless `--console virtio` sends
+//! it to the virtio console). Its interrupt is an eventfd registered as an
+//! irqfd on IOAPIC pin 4. [`ConsoleOut`] and [`ConsoleTail`] serve the
+//! virtio console's output too.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -135,7 +137,8 @@ impl ConsoleTail {
     }
 }
 
-/// Unbuffered stdout for the console: each guest byte is written through
+/// Unbuffered stdout for the console (the UART's or the virtio console's
+/// output): each guest byte is written through
 /// and kept in a [`ConsoleTail`]. The first byte marks
 /// [`Phase::FirstSerialOutput`] on the timeline.
 #[derive(Debug)]

@@ -28,25 +28,36 @@ pub fn lab_tests_skipped(test: &str) -> bool {
 /// The directory of the default guest's artifacts, built once per process.
 pub fn guest_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = Command::new(repo().join("resources/guest/build.sh"))
-            .output()
-            .expect("cannot run resources/guest/build.sh");
+    DIR.get_or_init(|| build_guest(&[]))
+}
+
+/// The default guest with the hvc kernel variant (no 8250 UART, console on
+/// virtio-console's hvc0: `resources/guest/build.sh --hvc`), built once
+/// per process; the first build takes minutes, later ones hit the cache.
+pub fn hvc_guest_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build_guest(&["--hvc"]))
+}
+
+fn build_guest(args: &[&str]) -> PathBuf {
+    let out = Command::new(repo().join("resources/guest/build.sh"))
+        .args(args)
+        .output()
+        .expect("cannot run resources/guest/build.sh");
+    assert!(
+        out.status.success(),
+        "resources/guest/build.sh {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    for f in ["vmlinux", "bzImage", "initramfs.cpio.gz", "rootfs.ext4"] {
         assert!(
-            out.status.success(),
-            "resources/guest/build.sh failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            dir.join(f).is_file(),
+            "the guest build left no {f} in {dir:?}"
         );
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        for f in ["vmlinux", "bzImage", "initramfs.cpio.gz", "rootfs.ext4"] {
-            assert!(
-                dir.join(f).is_file(),
-                "the guest build left no {f} in {dir:?}"
-            );
-        }
-        dir
-    })
+    }
+    dir
 }
 
 /// What a lab run gave back.

@@ -225,3 +225,25 @@ pub fn boot_timer_guest() -> PathBuf {
     assert!(status.success(), "build.sh failed");
     out
 }
+
+/// Runs ember with stdin `/dev/null` and asserts exit status 1 with one
+/// line `ember: error: ...` on stderr containing `expect`.
+pub fn one_line_error(args: &[&str], expect: &str) {
+    let out = ember_null(args);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout} {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("ember: error: "), "{stderr}");
+    assert!(lines[0].contains(expect), "expected {expect:?} in {stderr}");
+}
+
+/// A sparse disk image of `size` bytes in the test's temporary directory,
+/// named after the test process and `name`.
+pub fn temp_disk(name: &str, size: u64) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("disk-{}-{name}.img", std::process::id()));
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(size).unwrap();
+    p
+}

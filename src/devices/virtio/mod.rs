@@ -1,19 +1,24 @@
 //! virtio devices over the virtio-mmio transport (virtio 1.2, §4.2).
 //!
 //! The transport ([`mmio::MmioTransport`]) sits on the MMIO bus and is
-//! driven by vCPU threads; the device ([`block::Block`]) implements
-//! [`VirtioDevice`] and does its queue work on the event loop thread,
-//! woken by an ioeventfd per queue. Interrupts leave through an irqfd held
-//! by the shared [`Interrupt`].
+//! driven by vCPU threads; the devices ([`block::Block`],
+//! [`console::Console`]) implement [`VirtioDevice`] and do their queue
+//! work on the event loop thread, woken by an ioeventfd per queue.
+//! Interrupts leave through an irqfd held by the shared [`Interrupt`].
 
 pub mod block;
+pub mod console;
 pub mod mmio;
+#[cfg(test)]
+mod test_utils;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::memory::GuestMemoryMmap;
 
 /// Why a device refused to start (the transport then sets `NEEDS_RESET`).
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +111,7 @@ impl Interrupt {
 /// before `DRIVER_OK`, then calls [`VirtioDevice::activate`]; writing 0 to
 /// the status register calls [`VirtioDevice::reset`].
 pub trait VirtioDevice: Send {
-    /// Device ID (virtio 1.2 §5: 2 is block).
+    /// Device ID (virtio 1.2 §5: 2 is block, 3 console).
     fn device_type(&self) -> u32;
     /// Features the device offers (bit 32 is `VIRTIO_F_VERSION_1`).
     fn avail_features(&self) -> u64;
@@ -133,6 +138,22 @@ pub trait VirtioDevice: Send {
     /// Returns the device to its power-on state: queues, features,
     /// activation.
     fn reset(&mut self);
+}
+
+/// Checks a device's queues at activation (each ready, its rings in guest
+/// memory and aligned) and sets their `EVENT_IDX` mode.
+pub fn activate_queues(
+    queues: &mut [Queue],
+    mem: &GuestMemoryMmap,
+    event_idx: bool,
+) -> Result<(), ActivateError> {
+    for (i, q) in queues.iter_mut().enumerate() {
+        if !q.is_valid(mem) {
+            return Err(ActivateError::BadQueue(i));
+        }
+        q.set_event_idx(event_idx);
+    }
+    Ok(())
 }
 
 /// Copies the bytes of `config` at `offset` into `data`; bytes past the

@@ -30,7 +30,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{read_config_bytes, ActivateError, Interrupt, VirtioDevice};
+use super::{activate_queues, read_config_bytes, ActivateError, Interrupt, VirtioDevice};
 use crate::memory::GuestMemoryMmap;
 pub use request::Disk;
 
@@ -232,12 +232,7 @@ impl VirtioDevice for Block {
     }
     fn activate(&mut self) -> Result<(), ActivateError> {
         let event_idx = self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
-        for (i, q) in self.queues.iter_mut().enumerate() {
-            if !q.is_valid(self.mem.as_ref()) {
-                return Err(ActivateError::BadQueue(i));
-            }
-            q.set_event_idx(event_idx);
-        }
+        activate_queues(&mut self.queues, &self.mem, event_idx)?;
         self.activated = true;
         // Serve anything queued before the driver finished (and kicked).
         if let Err(e) = self.queue_events[0].write(1) {

@@ -14,6 +14,7 @@ use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
+use crate::devices::virtio::test_utils::{chain, used, used_idx};
 
 const MEM_SIZE: usize = 16 << 20;
 const QSIZE: u16 = 16;
@@ -109,33 +110,6 @@ impl Setup {
         self.mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
         v
     }
-}
-
-/// Descriptors `(addr, len, device-writable)` chained in order from
-/// table index `first`.
-fn chain(mock: &MockSplitQueue<GuestMemoryMmap>, first: u16, descs: &[(u64, u32, bool)]) {
-    let raw: Vec<RawDescriptor> = descs
-        .iter()
-        .enumerate()
-        .map(|(i, &(addr, len, write))| {
-            let mut flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
-            if i + 1 < descs.len() {
-                flags |= VRING_DESC_F_NEXT as u16;
-            }
-            RawDescriptor::from(SplitDescriptor::new(addr, len, flags, first + i as u16 + 1))
-        })
-        .collect();
-    mock.add_desc_chains(&raw, first).unwrap();
-}
-
-/// The used ring entry `i`: (head, len).
-fn used(mock: &MockSplitQueue<GuestMemoryMmap>, i: usize) -> (u32, u32) {
-    let e = mock.used().ring().ref_at(i).unwrap().load();
-    (e.id(), e.len())
-}
-
-fn used_idx(mock: &MockSplitQueue<GuestMemoryMmap>) -> u16 {
-    mock.used().idx().load()
 }
 
 fn expected(offset: u64, len: usize) -> Vec<u8> {
