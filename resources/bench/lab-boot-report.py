@@ -50,7 +50,7 @@ def parse(path):
                 cur["exit"] = t
             elif vmm != "cloud-hypervisor" or "init" not in cur:
                 sys.exit(f"{vmm}: a round ended with status {status}")
-        elif '"ember_boot_timer"' in text:
+        elif '"ember_boot_timer"' in text and "start_ns" in cur:
             j = json.loads(text[text.index("{"):])
             base = (j["origin_ns"] - cur["start_ns"]) / 1e6
             cur["main"] = base

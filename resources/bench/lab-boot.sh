@@ -15,7 +15,8 @@
 # medians; needs python3-matplotlib, installed when missing and root).
 # Report: lab-boot-report.py.
 #
-# VMMs: ember (target/release/ember: run cargo build --release), qemu (-M
+# VMMs: ember (target/release/ember: run cargo build --release; ember-no-acpi
+# is the same with --no-acpi), qemu (-M
 # microvm), and firecracker and cloud-hypervisor when their binaries are in
 # ../shared/peers (or $EMBER_PEERS). Cloud Hypervisor has no i8042 and our
 # guest no ACPI: a reset boots it again, so it is killed at the marker and has
@@ -51,16 +52,17 @@ trap 'rm -rf "$tmp"' EXIT
 files=(--file "$guest/vmlinux" --file "$guest/initramfs.cpio.gz")
 for v in $vmms; do
     case $v in
-        ember)
+        ember | ember-no-acpi)
             [ -x "$here/../../target/release/ember" ] || die "no release build of ember: run cargo build --release"
-            files+=(--file "$here/../../target/release/ember") ;;
+            [ -n "${have_ember:-}" ] || files+=(--file "$here/../../target/release/ember")
+            have_ember=1 ;;
         qemu)
             q=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 is not installed"
             files+=(--file "$q=$q" --file /usr/share/qemu/qboot.rom=/usr/share/qemu/qboot.rom) ;;
         firecracker | cloud-hypervisor)
             [ -x "$peers/$v" ] || die "no $v binary in $peers"
             files+=(--file "$peers/$v") ;;
-        *) die "unknown VMM $v (ember, qemu, firecracker, cloud-hypervisor)" ;;
+        *) die "unknown VMM $v (ember, ember-no-acpi, qemu, firecracker, cloud-hypervisor)" ;;
     esac
 done
 
@@ -79,6 +81,8 @@ for r in \$(seq 1 $rounds); do
         case \$v in
             ember) stamp timeout -s KILL 60 ./ember run --kernel vmlinux --initrd initramfs.cpio.gz \\
                 --memory 128M --cpus 1 --cmdline "\$C" --boot-timer=json </dev/null ;;
+            ember-no-acpi) stamp timeout -s KILL 60 ./ember run --kernel vmlinux --initrd initramfs.cpio.gz \\
+                --memory 128M --cpus 1 --cmdline "\$C" --boot-timer=json --no-acpi </dev/null ;;
             qemu) stamp timeout -s KILL 60 qemu-system-x86_64 -enable-kvm -cpu host \\
                 -M microvm,x-option-roms=off,acpi=off -m 128 -smp 1 -nodefaults -no-user-config \\
                 -display none -serial stdio -no-reboot \\
