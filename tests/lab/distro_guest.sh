@@ -1,11 +1,13 @@
 # Runs in the lab (or on a VMX/SVM host): boots the Debian 12 distribution
 # guest (resources/distro/build.sh) with each stock kernel flavour under each
-# VMM named in ./vmms ("qemu", "ember"), logs in on the serial console, asks
+# VMM (the cases file), logs in on the serial console, asks
 # systemd for its state, then powers the VM off with systemctl.
 #
-# Files beside it: vmms, rootfs.ext4 (writable: every boot gets a fresh
-# copy) and, per flavour F (amd64, cloud-amd64), F.vmlinuz and
-# F.initramfs.cpio.gz; ember and the QEMU binary when those VMMs run.
+# Files beside it: cases (one "NAME VMM FLAVOUR KERNEL" line per boot),
+# rootfs.ext4 (writable: every boot gets a fresh copy) and, per flavour F
+# (amd64, cloud-amd64), F.vmlinuz (the bzImage as shipped), F.vmlinux (the
+# ELF inside it) and F.initramfs.cpio.gz; ember and the QEMU binary when
+# those VMMs run.
 # Each case's console sits between "=== CASE NAME" and "=== END NAME
 # status=N", every line time-stamped by `stamp` ("[MS] ...") in the lab.
 # A boot whose console stays silent for $stall seconds is killed
@@ -17,6 +19,7 @@ set -u
 trap '' PIPE
 
 # One VMM boot: KERNEL INITRD CPUS MEMORY DISK CMDLINE, console on stdio.
+# ember gets its defaults: ACPI tables, no PIT.
 # Each execs the VMM (so its pid, in ./vmm.pid, is the VMM's).
 vmm_qemu() {
     # microvm with ACPI: the stock kernels find the virtio-mmio devices
@@ -58,15 +61,16 @@ EOF
 stamp=
 command -v stamp >/dev/null && stamp=stamp
 
-# boot NAME VMM FLAVOUR: one guest boot, its stdin a pipe into which cmds is
-# typed once the serial getty has logged root in. Returns 2 on a stall.
+# boot NAME VMM FLAVOUR KERNEL: one guest boot, its stdin a pipe into which
+# cmds is typed once the serial getty has logged root in. Returns 2 on a
+# stall.
 boot() {
-    name=$1 vmm=$2 flavour=$3
+    name=$1 vmm=$2 flavour=$3 kernel=$4
     echo "=== CASE $name"
     cp rootfs.ext4 disk.ext4 || echo "cannot copy the disk"
     rm -f in out vmm.pid
     mkfifo in
-    $stamp timeout -s KILL "$deadline" sh "$0" vmm "$vmm" "$flavour.vmlinuz" \
+    $stamp timeout -s KILL "$deadline" sh "$0" vmm "$vmm" "$kernel" \
         "$flavour.initramfs.cpio.gz" "$cpus" "$memory" disk.ext4 "$cmdline" \
         <in >out 2>&1 &
     pid=$!
@@ -99,9 +103,7 @@ boot() {
     echo "=== END $name status=$rc"
 }
 
-read -r wanted <vmms
-for vmm in $wanted; do
-    for flavour in amd64 cloud-amd64; do
-        boot "$vmm-$flavour" "$vmm" "$flavour" || boot "$vmm-$flavour" "$vmm" "$flavour"
-    done
-done
+while read -r name vmm flavour kernel; do
+    boot "$name" "$vmm" "$flavour" "$kernel" </dev/null ||
+        boot "$name" "$vmm" "$flavour" "$kernel" </dev/null
+done <cases
