@@ -15,6 +15,7 @@ mod test_utils;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -141,17 +142,26 @@ pub trait VirtioDevice: Send {
 }
 
 /// Checks a device's queues at activation (each ready, its rings in guest
-/// memory and aligned) and sets their `EVENT_IDX` mode.
+/// memory and aligned), sets their `EVENT_IDX` mode from the driver's
+/// `acked_features`, then signals `kick` once so that buffers the driver
+/// made available before `DRIVER_OK` are served (`device` names it in the
+/// log).
 pub fn activate_queues(
     queues: &mut [Queue],
     mem: &GuestMemoryMmap,
-    event_idx: bool,
+    acked_features: u64,
+    kick: &EventFd,
+    device: &str,
 ) -> Result<(), ActivateError> {
+    let event_idx = acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
     for (i, q) in queues.iter_mut().enumerate() {
         if !q.is_valid(mem) {
             return Err(ActivateError::BadQueue(i));
         }
         q.set_event_idx(event_idx);
+    }
+    if let Err(e) = kick.write(1) {
+        log::error!("{device}: cannot kick its queue: {e}");
     }
     Ok(())
 }

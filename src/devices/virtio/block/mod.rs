@@ -231,13 +231,15 @@ impl VirtioDevice for Block {
         log::debug!("virtio-block: ignoring config write at {offset:#x}");
     }
     fn activate(&mut self) -> Result<(), ActivateError> {
-        let event_idx = self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
-        activate_queues(&mut self.queues, &self.mem, event_idx)?;
+        // Kicked: serve anything queued before the driver finished.
+        activate_queues(
+            &mut self.queues,
+            &self.mem,
+            self.acked_features,
+            &self.queue_events[0],
+            "virtio-block",
+        )?;
         self.activated = true;
-        // Serve anything queued before the driver finished (and kicked).
-        if let Err(e) = self.queue_events[0].write(1) {
-            log::error!("virtio-block: cannot kick the queue: {e}");
-        }
         Ok(())
     }
     fn is_activated(&self) -> bool {

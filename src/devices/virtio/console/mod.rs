@@ -327,13 +327,16 @@ impl VirtioDevice for Console {
         log::debug!("virtio-console: ignoring config write at {offset:#x}");
     }
     fn activate(&mut self) -> Result<(), ActivateError> {
-        let event_idx = self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
-        activate_queues(&mut self.queues, &self.mem, event_idx)?;
+        // The transmit queue is kicked: output queued before DRIVER_OK is
+        // served (input waits for output).
+        activate_queues(
+            &mut self.queues,
+            &self.mem,
+            self.acked_features,
+            &self.queue_events[TX_QUEUE],
+            "virtio-console",
+        )?;
         self.activated = true;
-        // Serve output queued before DRIVER_OK (input waits for output).
-        if let Err(e) = self.queue_events[TX_QUEUE].write(1) {
-            log::error!("virtio-console: cannot kick the transmit queue: {e}");
-        }
         Ok(())
     }
     fn is_activated(&self) -> bool {
