@@ -164,6 +164,17 @@ fn debian_guests_boot_to_multi_user_and_power_off() {
         if stalls > 0 {
             eprintln!("{name}: the lab froze the guest {stalls} time(s); retried");
         }
+        if let Some(at) = lab.stdout.find(&format!("=== RETRY {name}:")) {
+            let line = lab.stdout[at..].lines().next().unwrap_or("");
+            let start = lab.stdout[..at]
+                .rfind(&format!("=== CASE {name}\n"))
+                .unwrap_or(0);
+            let tail: Vec<&str> = lab.stdout[start..at].lines().rev().take(15).collect();
+            eprintln!(
+                "{name}: retried after a boot without power-off ({line}); its last lines:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         let last = lab
             .stdout
             .rfind(&format!("=== CASE {name}\n"))

@@ -303,6 +303,9 @@ fn run_loop(mut fd: VcpuFd, index: u8, state: &SharedRunState, buses: &Buses, ex
                         *suberror = unsafe { fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
                         *rip = fd.get_regs().map_or(0, |r| r.rip);
                     }
+                    if matches!(reason, StopReason::TripleFault) {
+                        log_shutdown_state(&fd, index);
+                    }
                     log::debug!("vCPU {index}: {reason}");
                     exit.signal(reason);
                     break;
@@ -319,6 +322,21 @@ fn run_loop(mut fd: VcpuFd, index: u8, state: &SharedRunState, buses: &Buses, ex
         }
     }
     state.set(RunState::Stopped);
+}
+
+/// Logs (info) where vCPU `index` was when the guest triple-faulted: a
+/// guest that reboots with `reboot=t` does it on purpose, but one that
+/// crashes leaves no other trace.
+fn log_shutdown_state(fd: &VcpuFd, index: u8) {
+    match (fd.get_regs(), fd.get_sregs()) {
+        (Ok(r), Ok(s)) => log::info!(
+            "vCPU {index} triple fault: rip {:#x} rsp {:#x} rflags {:#x} cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} cs {:#x}",
+            r.rip, r.rsp, r.rflags, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.cs.selector
+        ),
+        (Err(e), _) | (_, Err(e)) => {
+            log::info!("vCPU {index} triple fault: cannot read its registers: {e}")
+        }
+    }
 }
 
 #[cfg(test)]
