@@ -168,7 +168,6 @@ impl Write for ConsoleOut {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
     #[test]
     fn console_tail() {
@@ -193,17 +192,7 @@ mod tests {
         );
     }
 
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    type Sink = crate::devices::TestSink;
 
     fn device() -> (SerialDevice, Sink, EventFd, EventFd) {
         let sink = Sink::default();

@@ -24,24 +24,7 @@ const BUF2: u64 = 0x20_0000;
 const POISON: u8 = 0xee;
 
 /// What the console wrote to its sink.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Sink {
-    fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
+type Sink = crate::devices::TestSink;
 
 struct Setup {
     mem: Arc<GuestMemoryMmap>,
