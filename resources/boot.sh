@@ -15,7 +15,7 @@ EMBER_SCRIPT_NAME=boot.sh
 
 guest=$("$here/guest/build.sh")
 (cd "$here/.." && cargo build --release --quiet) || die "cargo build --release failed"
-ember=$here/../target/release/ember
+ember=$EMBER_RELEASE
 
 if host_kvm_is_hardware; then
     exec "$ember" run --kernel "$guest/vmlinux" --initrd "$guest/initramfs.cpio.gz" "$@"

@@ -12,9 +12,10 @@
 //! `/proc/self/status` after the VM is torn down (`wait4`'s `ru_maxrss`
 //! would count the parent's image too: the child's hiwater mark starts
 //! from its parent's at `fork`). `guest_touched` is the guest RAM
-//! resident at the stop, which the child measures with `mincore` over its
-//! guest mappings (never prefaulted, so resident means touched by the
-//! guest or the loader). `overhead` = `peak_rss` − `guest_touched`.
+//! resident at the stop, which the child sums from the `Rss` of its guest
+//! mappings in `/proc/self/smaps` (never prefaulted, so resident means
+//! touched by the guest or the loader; `crate::memory::resident_kib`).
+//! `overhead` = `peak_rss` − `guest_touched`.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -338,7 +339,7 @@ impl Report {
         }
         out.push_str(
             "ember's own share: spawn to first_vcpu_entry; peak_rss: child VmHWM; \
-             overhead: peak_rss - guest_touched (mincore)\n",
+             overhead: peak_rss - guest_touched (smaps Rss of guest RAM)\n",
         );
         out
     }

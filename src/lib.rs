@@ -10,6 +10,7 @@
 //! | guest RAM around the MMIO gap, KVM slots | [`memory::create`], [`memory::register`] |
 //! | every address, IRQ and port | [`layout`] |
 //! | kernel, initrd, command line | [`boot::load`] |
+//! | kernel and initrd pages mapped from their files, under a read lease | [`boot::file_map`], [`boot::lease`] |
 //! | zero page and e820 (64-bit Linux boot) | [`boot::params`] |
 //! | PVH start info and memmap | [`boot::pvh`] |
 //! | MP table (all vCPUs, IOAPIC, IRQs) | [`boot::mptable`] |
@@ -18,7 +19,7 @@
 //! | CPUID, MSRs, LAPIC LINT0/1 | [`vcpu::cpuid`], [`vcpu::msrs`], [`vcpu::lapic`] |
 //! | COM1, i8042, ACPI sleep/reset registers, quiet ports on the buses | [`device_manager::create_legacy_devices`], [`devices`] |
 //! | virtio-block disks: slots, ioeventfd, irqfd, cmdline | [`device_manager::create_disks`], [`device_manager::register_virtio_mmio`], [`devices::virtio`] |
-//! | vCPU threads, run state, kick | [`vcpu::create`], [`vcpu::Vcpu::start`], [`vcpu::VcpuHandle::kick_stop`] |
+//! | vCPU threads, run state, kick, pause | [`vcpu::create`], [`vcpu::Vcpu::start`], [`vcpu::control`] |
 //! | one pure exit handler | [`vcpu::exit::handle_exit`] |
 //! | virtio-console (`--console virtio`): slot after the disks, hvc0 | [`device_manager::create_virtio_console`], [`devices::virtio::console`] |
 //! | exit event, signals | [`event_loop`] |

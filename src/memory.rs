@@ -135,10 +135,23 @@ pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), Error> {
     Ok(())
 }
 
-/// Guest RAM resident in host memory, in KiB (`mincore` over every
-/// region): what the guest and the loader touched, since nothing is
-/// prefaulted.
+/// Guest RAM present in ember's page tables, in KiB: what the guest (or
+/// the loader) touched, since nothing is prefaulted. The sum of `Rss` over
+/// the mappings inside guest RAM in `/proc/self/smaps`: that counts the
+/// kernel and initrd pages mapped from their files ([`crate::boot::file_map`])
+/// only where the guest used them, where `mincore` would count every page
+/// of the file in the page cache. Falls back to `mincore` without procfs.
 pub fn resident_kib(mem: &GuestMemoryMmap) -> u64 {
+    let ranges: Vec<(u64, u64)> = mem
+        .iter()
+        .filter_map(|r| {
+            let host = mem.get_host_address(r.start_addr()).ok()? as u64;
+            Some((host, host + r.len()))
+        })
+        .collect();
+    if let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") {
+        return rss_kib_within(&smaps, &ranges);
+    }
     mem.iter()
         .filter_map(|r| {
             let host = mem.get_host_address(r.start_addr()).ok()?;
@@ -148,9 +161,39 @@ pub fn resident_kib(mem: &GuestMemoryMmap) -> u64 {
         / 1024
 }
 
+/// Sums the `Rss:` of the `smaps` mappings that lie inside one of
+/// `ranges` (host address ranges, end exclusive).
+fn rss_kib_within(smaps: &str, ranges: &[(u64, u64)]) -> u64 {
+    let mut inside = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-') {
+            if let (Ok(start), Ok(end)) =
+                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+            {
+                inside = ranges.iter().any(|&(s, e)| start >= s && end <= e);
+                continue;
+            }
+        }
+        if inside {
+            if let Some(rest) = line.strip_prefix("Rss:") {
+                kib += rest
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0);
+            }
+        }
+    }
+    kib
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_memory::Bytes;
 
     #[test]
     fn split_around_gap() {
@@ -169,6 +212,33 @@ mod tests {
         );
         assert_eq!(low_ram_end(16 << 30), MMIO_GAP_START);
         assert_eq!(low_ram_end(64 << 20), 64 << 20);
+    }
+
+    #[test]
+    fn rss_of_guest_mappings_only() {
+        let smaps = "\
+7f0000000000-7f0000200000 rw-p 00000000 00:00 0
+Size:               2048 kB
+Rss:                 512 kB
+7f0000200000-7f0000400000 rw-p 00000000 08:01 1234  /boot/vmlinux
+Rss:                  64 kB
+Pss:                  64 kB
+7f0000400000-7f0000600000 rw-p 00000000 00:00 0
+Rss:                1000 kB
+";
+        let ranges = [(0x7f00_0000_0000, 0x7f00_0040_0000)];
+        assert_eq!(rss_kib_within(smaps, &ranges), 576);
+        assert_eq!(rss_kib_within(smaps, &[]), 0);
+    }
+
+    #[test]
+    fn resident_counts_touched_pages() {
+        let mem = GuestMemoryMmap::from_ranges(&ram_regions(8 << 20)).unwrap();
+        assert_eq!(resident_kib(&mem), 0);
+        for page in 0..3u64 {
+            mem.write_obj(1u8, GuestAddress(page * 4096)).unwrap();
+        }
+        assert_eq!(resident_kib(&mem), 12);
     }
 
     #[test]

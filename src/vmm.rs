@@ -11,13 +11,14 @@ use std::sync::Arc;
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::Cap;
 
+use crate::boot::lease::{self, LeaseBreaker, Leases};
 use crate::config::{ConsoleKind, VmConfig};
 use crate::devices::serial::{ConsoleOut, ConsoleTail};
 use crate::event_loop::{Deadline, EventLoop, ExitEvent, SignalFd, StopReason};
 use crate::layout::{KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
 use crate::stdin::StdinForwarder;
 use crate::timeline::{Phase, Timeline};
-use crate::{boot, device_manager, event_loop, kvm, memory, terminal, vcpu};
+use crate::{boot, device_manager, devices, event_loop, kvm, memory, terminal, vcpu};
 
 /// Errors building or running the VM, one variant per step.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,12 @@ pub enum Error {
     /// Event loop.
     #[error(transparent)]
     EventLoop(#[from] event_loop::Error),
+    /// Masking the in-kernel PIC failed.
+    #[error(transparent)]
+    Pic(#[from] devices::pic::Error),
+    /// Setting up file leases failed.
+    #[error(transparent)]
+    Lease(#[from] lease::Error),
 }
 
 /// How a VM run ended.
@@ -77,7 +84,13 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
     // host problems, and neither needs KVM.
     let mem = Arc::new(memory::create(config.memory)?);
     timeline.mark(Phase::MemoryMapped);
-    let entry = boot::load(&mem, &device_manager::virtio_cmdline(config))?;
+    // Before any thread exists: blocks SIGIO for the file leases.
+    let mut leases = Leases::new()?;
+    let entry = boot::load(
+        &mem,
+        &device_manager::virtio_cmdline(config),
+        Some(&mut leases),
+    )?;
     timeline.mark(Phase::KernelLoaded);
     let kvm = kvm::open(&config.kvm_device)?;
     let vm = kvm.create_vm().map_err(Error::CreateVm)?;
@@ -88,6 +101,7 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
     vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
         .map_err(Error::TssAddr)?;
     vm.create_irq_chip().map_err(Error::Irqchip)?;
+    devices::pic::mask_all(&vm)?;
     if config.pit {
         vm.create_pit2(kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,
@@ -179,6 +193,10 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
                 break;
             }
         }
+    }
+    if !leases.is_empty() {
+        let controls = handles.iter().map(|h| h.control().clone()).collect();
+        event_loop.add(Box::new(LeaseBreaker::new(leases, controls)));
     }
     let result = match start_error {
         Some(e) => Err(Error::Vcpu(e)),

@@ -355,3 +355,19 @@ fn acpi_reset_register_ends_ember_with_status_0() {
     assert!(out.contains("ember-tiny: acpi reset next\n"), "{out}");
     assert!(!out.contains("survived"), "{out}");
 }
+
+/// A guest that never programs the 8259 PIC (as Linux does not on
+/// hardware-reduced ACPI) enables interrupts and makes COM1 raise IRQ 4
+/// with the IOAPIC pin masked: nothing may arrive. With KVM's zeroed PIC
+/// (unmasked, vector base 0) it got "interrupt vector 4", an exception
+/// vector (src/devices/pic.rs).
+#[test]
+fn an_unprogrammed_pic_delivers_nothing() {
+    if !kvm_available() {
+        return;
+    }
+    let elf = tiny_guest(12, false);
+    let out = run_ok(&["run", "--kernel", elf.to_str().unwrap()]);
+    assert!(out.contains("ember-tiny: no interrupt\n"), "{out}");
+    assert!(!out.contains("interrupt vector"), "{out}");
+}

@@ -12,7 +12,7 @@
 #   resources/bench/host-tiny.sh [-n ROUNDS] [-e EMBER] [-f FIRECRACKER]
 #                                [-c CLOUD_HYPERVISOR] [-q QEMU]
 #
-# Defaults: 20 rounds, target/release/ember (built if missing),
+# Defaults: 20 rounds, ember from cargo build --release (built if missing),
 # ../shared/peers/{firecracker,cloud-hypervisor} if present, and
 # qemu-system-x86_64 -M microvm if installed (-cpu host,-arch-capabilities:
 # PVM refuses the ARCH_CAPABILITIES MSR that -cpu host sets). A peer given
@@ -21,7 +21,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 rounds=20
-ember=$root/target/release/ember
+ember=$root/target/x86_64-unknown-linux-gnu/release/ember  # see .cargo/config.toml
 fc=$root/../shared/peers/firecracker
 ch=$root/../shared/peers/cloud-hypervisor
 [ -x "$fc" ] || fc=/work/shared/peers/firecracker

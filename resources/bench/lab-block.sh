@@ -33,9 +33,10 @@ while getopts "n:q:" opt; do
         *) die "usage: lab-block.sh [-n ROUNDS] [-q QEMU_QUEUE_SIZE]" ;;
     esac
 done
-ember=$here/../../target/release/ember
+ember=$EMBER_RELEASE
 [ -x "$ember" ] || die "no release build of ember: run cargo build --release"
 guest=$("$here/../guest/build.sh")
+need_packages qemu-system-x86
 qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 is not installed"
 tmp=$(mktemp -d)
 trap '[ -n "${EMBER_BENCH_KEEP:-}" ] || rm -rf "$tmp"' EXIT

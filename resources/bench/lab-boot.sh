@@ -15,7 +15,7 @@
 # medians; needs python3-matplotlib, installed when missing and root).
 # Report: lab-boot-report.py.
 #
-# VMMs: ember (target/release/ember: run cargo build --release; ember-no-acpi
+# VMMs: ember ($EMBER_RELEASE: run cargo build --release; ember-no-acpi
 # is the same with --no-acpi), qemu (-M
 # microvm), and firecracker and cloud-hypervisor when their binaries are in
 # ../shared/peers (or $EMBER_PEERS). Cloud Hypervisor has no i8042 and our
@@ -53,10 +53,11 @@ files=(--file "$guest/vmlinux" --file "$guest/initramfs.cpio.gz")
 for v in $vmms; do
     case $v in
         ember | ember-no-acpi)
-            [ -x "$here/../../target/release/ember" ] || die "no release build of ember: run cargo build --release"
-            [ -n "${have_ember:-}" ] || files+=(--file "$here/../../target/release/ember")
+            [ -x "$EMBER_RELEASE" ] || die "no release build of ember: run cargo build --release"
+            [ -n "${have_ember:-}" ] || files+=(--file "$EMBER_RELEASE")
             have_ember=1 ;;
         qemu)
+            need_packages qemu-system-x86
             q=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 is not installed"
             files+=(--file "$q=$q" --file /usr/share/qemu/qboot.rom=/usr/share/qemu/qboot.rom) ;;
         firecracker | cloud-hypervisor)

@@ -8,8 +8,12 @@
 # - die MSG              prints "NAME: error: MSG" and exits 1
 # - host_kvm_is_hardware  true when /dev/kvm uses VMX/SVM (kvm_intel or
 #                        kvm_amd loaded, not PVM): stock Linux boots here
+# - EMBER_RELEASE        the release binary `cargo build --release` makes
+#                        (static, in target/x86_64-unknown-linux-gnu: see
+#                        .cargo/config.toml)
 
 EMBER_SCRIPT_NAME=${EMBER_SCRIPT_NAME:-$(basename "$0")}
+EMBER_RELEASE=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/x86_64-unknown-linux-gnu/release/ember
 
 die() {
     echo "$EMBER_SCRIPT_NAME: error: $*" >&2

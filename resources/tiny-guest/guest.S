@@ -27,6 +27,18 @@
  *     "RSD PTR " is there, then write SLP_TYP=5|SLP_EN (0x34) to the ACPI
  *     sleep control port 0x600 (the VM must stop; the guest spins if not)
  *  10 acpi reset: write the reset value 1 to the ACPI reset port 0x602
+ *  11 file page: print the first word of a page-aligned 4 KiB page of
+ *     read-only data (PAGE_WORD, default 0x11111111), wait for one byte
+ *     on COM1, print the word again, reset. Linked with page-aligned
+ *     segments (not -N) it is a kernel whose pages ember maps from the
+ *     file (tests/kernel_file_lease.rs).
+ *  12 stray pic: a guest that, like Linux on hardware-reduced ACPI, never
+ *     programs the 8259 PIC: loads an IDT catching vectors 0-31, enables
+ *     its local APIC, asks COM1 for a transmit interrupt (IRQ 4) and
+ *     enables interrupts with the IOAPIC pin masked. It prints the first
+ *     vector that arrives ("interrupt vector N") or "no interrupt", then
+ *     resets. The VMM must leave the PIC masked: an unprogrammed PIC would
+ *     deliver IRQ 4 through LINT0 as vector 4, an exception vector.
  *
  * Only plain integer instructions: PVM emulates guest CPL0 code.
  */
@@ -213,6 +225,101 @@ bad_mp:
 1:      jmp     1b
 .endif
 
+.if MODE == 11
+        lea     msg_page(%rip), %rdi
+        call    puts
+        mov     file_page(%rip), %edi
+        call    puthex32
+        lea     msg_nl(%rip), %rdi
+        call    puts
+1:      mov     $COM1_LSR, %dx
+        inb     %dx, %al
+        test    $1, %al                 /* data ready */
+        jz      1b
+        mov     $COM1, %dx
+        inb     %dx, %al
+        lea     msg_page(%rip), %rdi
+        call    puts
+        mov     file_page(%rip), %edi
+        call    puthex32
+        lea     msg_nl(%rip), %rdi
+        call    puts
+        jmp     reset
+
+        .section .rodata
+        .balign 4096
+file_page:
+.ifdef PAGE_WORD
+        .long   PAGE_WORD
+.else
+        .long   0x11111111
+.endif
+        .fill   4092, 1, 0x5a
+        .text
+.endif
+
+.if MODE == 12
+        /* 32 gates, 16 bytes each: interrupt gate, present, DPL 0. */
+        lea     idt(%rip), %rdi
+        lea     vector_stubs(%rip), %rsi
+        mov     %cs, %ax
+        mov     $32, %ecx
+1:      mov     %rsi, %rdx
+        mov     %dx, (%rdi)             /* offset 15:0 */
+        mov     %ax, 2(%rdi)            /* selector */
+        movw    $0x8e00, 4(%rdi)        /* type: 64-bit interrupt gate */
+        shr     $16, %rdx
+        mov     %dx, 6(%rdi)            /* offset 31:16 */
+        shr     $16, %rdx
+        mov     %edx, 8(%rdi)           /* offset 63:32 */
+        movl    $0, 12(%rdi)
+        add     $16, %rdi
+        add     $16, %rsi
+        dec     %ecx
+        jnz     1b
+        lidt    idt_ptr(%rip)
+        mov     $0xfee000f0, %eax       /* APIC SVR: software enable */
+        movl    $0x1ff, (%rax)
+        mov     $0x3f9, %dx             /* COM1 IER: transmit empty */
+        mov     $0x02, %al
+        outb    %al, %dx
+        sti
+        mov     $200000, %ecx           /* a few ms even at CPL0 on PVM */
+2:      dec     %ecx
+        jnz     2b
+        cli
+        lea     msg_no_irq(%rip), %rdi
+        call    puts
+        jmp     reset
+
+        .balign 16
+vector_stubs:
+        .set    vec, 0
+        .rept   32
+        .balign 16
+        push    $vec
+        jmp     got_vector
+        .set    vec, vec + 1
+        .endr
+got_vector:
+        pop     %r13
+        lea     msg_irq(%rip), %rdi
+        call    puts
+        mov     %r13d, %edi
+        call    putdec
+        lea     msg_nl(%rip), %rdi
+        call    puts
+        jmp     reset
+
+        .data
+        .balign 16
+idt:    .fill   32 * 16, 1, 0
+idt_ptr:
+        .word   32 * 16 - 1
+        .quad   idt
+        .text
+.endif
+
 bad_zero_page:
         lea     msg_bad_zp(%rip), %rdi
         call    puts
@@ -371,6 +478,9 @@ msg_pvh_bad:    .asciz "ember-tiny: bad pvh start info\n"
 msg_rsdp:       .asciz "ember-tiny: acpi rsdp at 0x"
 msg_rsdp_ok:    .asciz " RSD PTR ok"
 msg_acpi_reset: .asciz "ember-tiny: acpi reset next\n"
+msg_page:       .asciz "ember-tiny: file page word 0x"
+msg_irq:        .asciz "ember-tiny: interrupt vector "
+msg_no_irq:     .asciz "ember-tiny: no interrupt\n"
 msg_nl:         .asciz "\n"
         .balign 16
 pvh_stack:      .fill 256, 1, 0

@@ -8,6 +8,8 @@
 //! `--no-acpi`), write the zero page ([`params`]) or PVH start info
 //! ([`pvh`]) with the RSDP address, and write the MP table ([`mptable`]).
 
+pub mod file_map;
+pub mod lease;
 pub mod mptable;
 pub mod params;
 pub mod pvh;
@@ -27,6 +29,8 @@ use crate::config::{BootMode, VmConfig};
 use crate::device_manager::virtio_slots;
 use crate::layout::{CMDLINE_ADDR, CMDLINE_MAX_SIZE, HIMEM_START};
 use crate::memory::{low_ram_end, GuestMemoryMmap};
+use file_map::MappingReader;
+use lease::Leases;
 
 /// bzImage: boot protocol 2.12 is the first with `xloadflags`.
 const MIN_BZIMAGE_PROTOCOL: u16 = 0x020c;
@@ -143,8 +147,15 @@ pub fn detect_format(head: &[u8]) -> Option<KernelFormat> {
     }
 }
 
-/// Loads everything and returns the boot vCPU's entry point.
-pub fn load(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<EntryPoint, Error> {
+/// Loads everything and returns the boot vCPU's entry point. With
+/// `leases`, the kernel's and initrd's whole pages are mapped from their
+/// files rather than copied wherever a read lease can be taken
+/// ([`file_map`], [`lease`]); without, everything is copied.
+pub fn load(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+    mut leases: Option<&mut Leases>,
+) -> Result<EntryPoint, Error> {
     let path = &config.kernel;
     let mut file = File::open(path).map_err(|e| Error::KernelRead(path.clone(), e))?;
     let mut head = Vec::with_capacity(0x206);
@@ -157,6 +168,8 @@ pub fn load(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<EntryPoint, Erro
     let format = detect_format(&head).ok_or_else(|| Error::NotAKernel(path.clone()))?;
     let himem = Some(GuestAddress(HIMEM_START));
 
+    let map = leases.as_deref().is_some_and(|l| l.try_lease(&file));
+    let mut file = MappingReader::new(file, mem, map);
     let (result, entry, header): (KernelLoaderResult, EntryPoint, Option<setup_header>) =
         match format {
             KernelFormat::Elf => {
@@ -195,6 +208,7 @@ pub fn load(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<EntryPoint, Erro
                 (r, entry, Some(hdr))
             }
         };
+    keep_lease(leases.as_deref_mut(), file);
     let low_end = low_ram_end(config.memory);
     if result.kernel_end > low_end {
         return Err(Error::KernelTooBig(result.kernel_end, low_end));
@@ -209,7 +223,14 @@ pub fn load(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<EntryPoint, Erro
                 }
                 _ => DEFAULT_INITRD_ADDR_MAX,
             };
-            Some(load_initrd(mem, p, result.kernel_end, max, low_end)?)
+            Some(load_initrd(
+                mem,
+                p,
+                result.kernel_end,
+                max,
+                low_end,
+                leases,
+            )?)
         }
         None => None,
     };
@@ -262,8 +283,9 @@ fn load_initrd(
     kernel_end: u64,
     addr_max: u64,
     low_end: u64,
+    leases: Option<&mut Leases>,
 ) -> Result<(u64, u64), Error> {
-    let mut file = File::open(path).map_err(|e| Error::InitrdRead(path.clone(), e))?;
+    let file = File::open(path).map_err(|e| Error::InitrdRead(path.clone(), e))?;
     let size = file
         .metadata()
         .map_err(|e| Error::InitrdRead(path.clone(), e))?
@@ -272,9 +294,26 @@ fn load_initrd(
         .ok_or_else(|| Error::InitrdTooBig(path.clone(), size, addr_max.min(low_end)))?;
     let len = usize::try_from(size)
         .map_err(|_| Error::InitrdTooBig(path.clone(), size, addr_max.min(low_end)))?;
+    let map = leases.as_deref().is_some_and(|l| l.try_lease(&file));
+    let mut file = MappingReader::new(file, mem, map);
     mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
         .map_err(Error::InitrdCopy)?;
+    keep_lease(leases, file);
     Ok((addr, size))
+}
+
+/// Hands a loaded file to `leases`: kept leased if pages were mapped from
+/// it, released otherwise.
+fn keep_lease(leases: Option<&mut Leases>, reader: MappingReader) {
+    let ranges = reader.mapped().to_vec();
+    let bytes: usize = ranges.iter().map(|r| r.len).sum();
+    match leases {
+        Some(l) => {
+            log::debug!("{} KiB mapped from the file", bytes / 1024);
+            l.keep(reader.into_file(), &ranges);
+        }
+        None => debug_assert!(ranges.is_empty(), "mapped without a lease"),
+    }
 }
 
 fn write_cmdline(
@@ -346,7 +385,7 @@ mod tests {
     fn not_a_kernel() {
         let p = temp_file("text", b"hello, this is not a kernel\n");
         assert!(matches!(
-            load(&mem(), &config(p)),
+            load(&mem(), &config(p), None),
             Err(Error::NotAKernel(_))
         ));
     }
@@ -362,7 +401,7 @@ mod tests {
         bz[0x211] = 1; // loadflags: LOADED_HIGH
         bz[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes());
         let p = temp_file("bz-old", &bz);
-        let err = load(&mem(), &config(p)).unwrap_err();
+        let err = load(&mem(), &config(p), None).unwrap_err();
         assert!(
             matches!(err, Error::BzImageNo64Bit(_, 0x020a, 0)),
             "{err:?}"
@@ -375,7 +414,10 @@ mod tests {
         bz[0x202..0x206].copy_from_slice(b"HdrS");
         bz[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
         let p = temp_file("bz-low", &bz);
-        assert!(matches!(load(&mem(), &config(p)), Err(Error::BzImage(..))));
+        assert!(matches!(
+            load(&mem(), &config(p), None),
+            Err(Error::BzImage(..))
+        ));
     }
 
     #[test]
@@ -391,7 +433,7 @@ mod tests {
         bz[0xa00] = 0x90;
         let p = temp_file("bz-ok", &bz);
         let m = mem();
-        let entry = load(&m, &config(p)).unwrap();
+        let entry = load(&m, &config(p), None).unwrap();
         assert_eq!(entry.protocol, Protocol::Linux64);
         assert_eq!(entry.addr, GuestAddress(0x10_0200));
         // The setup sectors ((4 + 1) * 512 = 0xa00 bytes) are skipped: file

@@ -2,13 +2,15 @@
 //! ([`serial`]), the i8042 reset line ([`i8042`]), the ACPI sleep and
 //! reset registers ([`acpi_pm`]), the exit-status port ([`exit_status`]),
 //! the boot timer ([`boot_timer`]) and the virtio-mmio devices, block and
-//! console ([`virtio`]).
+//! console ([`virtio`]); plus the start state of KVM's in-kernel PICs
+//! ([`pic`]).
 
 pub mod acpi_pm;
 pub mod boot_timer;
 pub mod bus;
 pub mod exit_status;
 pub mod i8042;
+pub mod pic;
 pub mod serial;
 pub mod virtio;
 

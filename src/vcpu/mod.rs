@@ -1,14 +1,8 @@
 //! vCPUs: creation and per-vCPU setup (CPUID, MSRs, FPU, LAPIC, entry
-//! registers), one thread each, an explicit run state, and the kick that
-//! gets a vCPU out of `KVM_RUN`.
-//!
-//! Kick protocol: the stopper sets the run state to `Stopping`, sets
-//! `kvm_run.immediate_exit` through its own shared mapping of the vCPU's
-//! `kvm_run` page, then sends [`kick_signal`] to the thread. A vCPU about
-//! to enter `KVM_RUN` returns at once (immediate_exit); one inside returns
-//! `EINTR` (signal). Either way it re-checks the run state, so no kick is
-//! lost.
+//! registers), one thread each running `KVM_RUN` in `run_loop`. The run
+//! state, the kick and pausing are in [`control`].
 
+pub mod control;
 pub mod cpuid;
 pub mod exit;
 pub mod gdt;
@@ -17,19 +11,16 @@ pub mod msrs;
 pub mod paging;
 pub mod regs;
 
-use std::os::fd::AsRawFd;
-use std::os::unix::thread::JoinHandleExt;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use kvm_bindings::{kvm_run, CpuId};
+use kvm_bindings::CpuId;
 use kvm_ioctls::{VcpuFd, VmFd};
 
 use crate::boot::EntryPoint;
 use crate::event_loop::{ExitEvent, StopReason};
 use crate::timeline::{Phase, Timeline};
+pub use control::{install_kick_handler, kick_signal, RunState, VcpuControl};
 use exit::{handle_exit, Buses, Emulation};
 
 /// vCPU errors.
@@ -76,59 +67,12 @@ pub enum Error {
     Signal(#[source] vmm_sys_util::errno::Error),
 }
 
-/// The signal that kicks a vCPU thread out of `KVM_RUN` (SIGRTMIN).
-pub fn kick_signal() -> libc::c_int {
-    vmm_sys_util::signal::SIGRTMIN()
-}
-
-extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-
-/// Installs the (empty) kick handler, without `SA_RESTART`, so `KVM_RUN`
-/// returns `EINTR`.
-pub fn install_kick_handler() -> Result<(), Error> {
-    vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler)
-        .map_err(Error::Signal)
-}
-
-/// A vCPU's run state, shared between its thread and the VMM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum RunState {
-    /// Created or running guest code.
-    Running = 0,
-    /// Asked to stop; the thread will leave its loop at the next exit.
-    Stopping = 1,
-    /// The thread has left its loop.
-    Stopped = 2,
-}
-
-/// Atomic holder of a [`RunState`].
-#[derive(Debug)]
-pub struct SharedRunState(AtomicU8);
-
-impl SharedRunState {
-    fn new() -> Self {
-        SharedRunState(AtomicU8::new(RunState::Running as u8))
-    }
-    /// Current state.
-    pub fn get(&self) -> RunState {
-        match self.0.load(Ordering::SeqCst) {
-            0 => RunState::Running,
-            1 => RunState::Stopping,
-            _ => RunState::Stopped,
-        }
-    }
-    fn set(&self, state: RunState) {
-        self.0.store(state as u8, Ordering::SeqCst);
-    }
-}
-
 /// A configured vCPU, not yet running.
 #[derive(Debug)]
 pub struct Vcpu {
     fd: VcpuFd,
     index: u8,
-    run_map: RunMapping,
+    control: Arc<VcpuControl>,
 }
 
 /// Creates vCPU `index` of `count` and configures it. Only the boot vCPU
@@ -152,66 +96,18 @@ pub fn create(
     if index == 0 {
         regs::setup_boot_vcpu(&fd, entry)?;
     }
-    let run_map = RunMapping::new(&fd, mmap_size).map_err(|e| Error::MapRun(index, e))?;
-    Ok(Vcpu { fd, index, run_map })
-}
-
-/// A second, shared mapping of a vCPU's `kvm_run` page, used only to set
-/// `immediate_exit` from another thread.
-#[derive(Debug)]
-struct RunMapping {
-    ptr: NonNull<kvm_run>,
-    len: usize,
-}
-
-// SAFETY: the mapping is a MAP_SHARED page that outlives every user; the
-// only access through it is a volatile byte store to `immediate_exit`,
-// which KVM and the vCPU thread tolerate at any time.
-unsafe impl Send for RunMapping {}
-// SAFETY: as above; concurrent volatile byte stores are benign.
-unsafe impl Sync for RunMapping {}
-
-impl RunMapping {
-    fn new(fd: &VcpuFd, len: usize) -> std::io::Result<Self> {
-        // SAFETY: mapping a vCPU fd at offset 0 with its mmap size is how
-        // kvm_run is accessed; the result is checked before use.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<kvm_run>()).ok_or(std::io::ErrorKind::Other)?;
-        Ok(RunMapping { ptr, len })
-    }
-
-    fn set_immediate_exit(&self) {
-        // SAFETY: `ptr` points at a live kvm_run mapping (see RunMapping's
-        // Send/Sync justification); writing one byte field is in bounds.
-        unsafe { std::ptr::addr_of_mut!((*self.ptr.as_ptr()).immediate_exit).write_volatile(1) };
-    }
-}
-
-impl Drop for RunMapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping created in `new`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
+    let control = VcpuControl::new(index, &fd, mmap_size).map_err(|e| Error::MapRun(index, e))?;
+    Ok(Vcpu {
+        fd,
+        index,
+        control: Arc::new(control),
+    })
 }
 
 /// A running vCPU thread.
 #[derive(Debug)]
 pub struct VcpuHandle {
-    index: u8,
-    state: Arc<SharedRunState>,
-    run_map: RunMapping,
+    control: Arc<VcpuControl>,
     thread: JoinHandle<()>,
 }
 
@@ -225,50 +121,35 @@ impl Vcpu {
         exit: ExitEvent,
         timeline: Timeline,
     ) -> Result<VcpuHandle, Error> {
-        let state = Arc::new(SharedRunState::new());
-        let thread_state = state.clone();
-        let index = self.index;
-        let Vcpu {
-            fd,
-            index: _,
-            run_map,
-        } = self;
+        let Vcpu { fd, index, control } = self;
+        let thread_control = control.clone();
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
             .spawn(move || {
+                thread_control.set_thread();
                 timeline.mark(Phase::FirstVcpuEntry);
-                run_loop(fd, index, &thread_state, &buses, &exit)
+                run_loop(fd, &thread_control, &buses, &exit)
             })
             .map_err(|e| Error::Spawn(index, e))?;
-        Ok(VcpuHandle {
-            index,
-            state,
-            run_map,
-            thread,
-        })
+        Ok(VcpuHandle { control, thread })
     }
 }
 
 impl VcpuHandle {
+    /// The controls shared with the thread (kick, stop, pause).
+    pub fn control(&self) -> &Arc<VcpuControl> {
+        &self.control
+    }
+
     /// Asks the vCPU to stop and kicks it out of `KVM_RUN`.
     pub fn kick_stop(&self) {
-        if self.state.get() == RunState::Stopped {
-            return;
-        }
-        self.state.set(RunState::Stopping);
-        self.run_map.set_immediate_exit();
-        // SAFETY: the thread has not been joined (we own its JoinHandle),
-        // so its pthread_t is valid; the signal has a no-op handler.
-        let rc = unsafe { libc::pthread_kill(self.thread.as_pthread_t(), kick_signal()) };
-        if rc != 0 && rc != libc::ESRCH {
-            log::warn!("cannot kick vCPU {}: error {rc}", self.index);
-        }
+        self.control.kick_stop();
     }
 
     /// Waits for the thread to finish.
     pub fn join(self) {
         if self.thread.join().is_err() {
-            log::error!("vCPU {} thread panicked", self.index);
+            log::error!("vCPU {} thread panicked", self.control.index());
         }
     }
 }
@@ -287,9 +168,12 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
-fn run_loop(mut fd: VcpuFd, index: u8, state: &SharedRunState, buses: &Buses, exit: &ExitEvent) {
+/// The vCPU thread: `KVM_RUN`, handle the exit, repeat, until the run
+/// state says stop (parked meanwhile while paused).
+fn run_loop(mut fd: VcpuFd, control: &VcpuControl, buses: &Buses, exit: &ExitEvent) {
+    let index = control.index();
     let _guard = PanicGuard { exit, index };
-    while state.get() == RunState::Running {
+    while control.keep_running() {
         match fd.run() {
             Ok(vcpu_exit) => match handle_exit(vcpu_exit, buses, index) {
                 // A device stopped the VM (exit-status port, i8042 reset):
@@ -321,7 +205,7 @@ fn run_loop(mut fd: VcpuFd, index: u8, state: &SharedRunState, buses: &Buses, ex
             },
         }
     }
-    state.set(RunState::Stopped);
+    control.set_stopped();
 }
 
 /// Logs (info) where vCPU `index` was when the guest triple-faulted: a
@@ -342,16 +226,6 @@ fn log_shutdown_state(fd: &VcpuFd, index: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn run_state_transitions() {
-        let s = SharedRunState::new();
-        assert_eq!(s.get(), RunState::Running);
-        s.set(RunState::Stopping);
-        assert_eq!(s.get(), RunState::Stopping);
-        s.set(RunState::Stopped);
-        assert_eq!(s.get(), RunState::Stopped);
-    }
 
     #[test]
     fn panic_guard_reports() {

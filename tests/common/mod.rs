@@ -25,6 +25,14 @@ pub fn tiny_guest(mode: u32, pvh: bool) -> PathBuf {
 
 /// [`tiny_guest`] linked at `text` instead of 1 MiB.
 pub fn tiny_guest_at(mode: u32, pvh: bool, text: u64) -> PathBuf {
+    let defsyms: &[&str] = if pvh { &["PVH=1"] } else { &[] };
+    tiny_guest_linked(mode, defsyms, &["-N", &format!("-Ttext={text:#x}")])
+}
+
+/// Assembles the tiny guest with `MODE=mode` and `defsyms` (`NAME=VALUE`)
+/// and links it with `layout` (ld options placing the code); returns the
+/// ELF path.
+pub fn tiny_guest_linked(mode: u32, defsyms: &[&str], layout: &[&str]) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let src = root.join("resources/tiny-guest/guest.S");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-guest");
@@ -32,17 +40,13 @@ pub fn tiny_guest_at(mode: u32, pvh: bool, text: u64) -> PathBuf {
     // Tests run in parallel: every build gets its own file names.
     static BUILDS: AtomicUsize = AtomicUsize::new(0);
     let n = BUILDS.fetch_add(1, Ordering::SeqCst);
-    let name = format!(
-        "guest-{mode}{}-{}-{n}",
-        if pvh { "-pvh" } else { "" },
-        std::process::id()
-    );
+    let name = format!("guest-{mode}-{}-{n}", std::process::id());
     let obj = dir.join(format!("{name}.o"));
     let elf = dir.join(format!("{name}.elf"));
     let mut asm = Command::new("as");
     asm.args(["--64", "--defsym", &format!("MODE={mode}")]);
-    if pvh {
-        asm.args(["--defsym", "PVH=1"]);
+    for d in defsyms {
+        asm.args(["--defsym", d]);
     }
     let out = asm
         .arg(&src)
@@ -56,15 +60,8 @@ pub fn tiny_guest_at(mode: u32, pvh: bool, text: u64) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = Command::new("ld")
-        .args([
-            "-m",
-            "elf_x86_64",
-            "-N",
-            "-e",
-            "_start",
-            "--no-warn-rwx-segments",
-        ])
-        .arg(format!("-Ttext={text:#x}"))
+        .args(["-m", "elf_x86_64", "-e", "_start", "--no-warn-rwx-segments"])
+        .args(layout)
         .arg(&obj)
         .arg("-o")
         .arg(&elf)
