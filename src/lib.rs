@@ -18,6 +18,7 @@
 //! | GDT, page tables, registers, FPU | [`vcpu::gdt`], [`vcpu::paging`], [`vcpu::regs`] |
 //! | CPUID, MSRs, LAPIC LINT0/1 | [`vcpu::cpuid`], [`vcpu::msrs`], [`vcpu::lapic`] |
 //! | COM1, i8042, ACPI sleep/reset registers, quiet ports on the buses | [`device_manager::create_legacy_devices`], [`devices`] |
+//! | in-kernel 8259 PICs masked at creation | [`devices::pic::mask_all`] |
 //! | virtio-block disks: slots, ioeventfd, irqfd, cmdline | [`device_manager::create_disks`], [`device_manager::register_virtio_mmio`], [`devices::virtio`] |
 //! | vCPU threads, run state, kick, pause | [`vcpu::create`], [`vcpu::Vcpu::start`], [`vcpu::control`] |
 //! | one pure exit handler | [`vcpu::exit::handle_exit`] |
