@@ -118,11 +118,8 @@ _start:
         inc     %r13d
         jmp     1b
 2:      lea     msg_echo_done(%rip), %rdi
-        call    puts
-        mov     %r13d, %edi
-        call    putdec
-        lea     msg_nl(%rip), %rdi
-        call    puts
+        mov     %r13d, %esi
+        call    say_dec
         jmp     reset
 .endif
 
@@ -147,13 +144,9 @@ _start:
 2:      add     $8, %rsi
         dec     %ecx
         jmp     1b
-3:      mov     %edi, %r13d
+3:      mov     %edi, %esi
         lea     msg_cpus(%rip), %rdi
-        call    puts
-        mov     %r13d, %edi
-        call    putdec
-        lea     msg_nl(%rip), %rdi
-        call    puts
+        call    say_dec
         jmp     reset
 bad_mp:
         lea     msg_bad_mp(%rip), %rdi
@@ -227,11 +220,8 @@ bad_mp:
 
 .if MODE == 11
         lea     msg_page(%rip), %rdi
-        call    puts
-        mov     file_page(%rip), %edi
-        call    puthex32
-        lea     msg_nl(%rip), %rdi
-        call    puts
+        mov     file_page(%rip), %esi
+        call    say_hex
 1:      mov     $COM1_LSR, %dx
         inb     %dx, %al
         test    $1, %al                 /* data ready */
@@ -239,11 +229,8 @@ bad_mp:
         mov     $COM1, %dx
         inb     %dx, %al
         lea     msg_page(%rip), %rdi
-        call    puts
-        mov     file_page(%rip), %edi
-        call    puthex32
-        lea     msg_nl(%rip), %rdi
-        call    puts
+        mov     file_page(%rip), %esi
+        call    say_hex
         jmp     reset
 
         .section .rodata
@@ -302,13 +289,9 @@ vector_stubs:
         .set    vec, vec + 1
         .endr
 got_vector:
-        pop     %r13
+        pop     %rsi
         lea     msg_irq(%rip), %rdi
-        call    puts
-        mov     %r13d, %edi
-        call    putdec
-        lea     msg_nl(%rip), %rdi
-        call    puts
+        call    say_dec
         jmp     reset
 
         .data
@@ -328,6 +311,23 @@ reset:
         outb    %al, $I8042_CMD
 1:      hlt
         jmp     1b
+
+/* say_dec / say_hex: print the string at rdi, then esi in decimal / in
+ * hex (8 digits), then a newline. */
+say_dec:
+        push    %rsi
+        call    puts
+        pop     %rdi
+        call    putdec
+        lea     msg_nl(%rip), %rdi
+        jmp     puts
+say_hex:
+        push    %rsi
+        call    puts
+        pop     %rdi
+        call    puthex32
+        lea     msg_nl(%rip), %rdi
+        jmp     puts
 
 /* puts: print the NUL-terminated string at rdi. */
 puts:

@@ -213,18 +213,10 @@ impl MappingReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use vm_memory::{Bytes, GuestAddress};
 
     fn file_with(bytes: &[u8], name: &str) -> File {
-        let dir = std::env::temp_dir().join("ember-file-map-tests");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(bytes)
-            .unwrap();
-        File::open(&path).unwrap()
+        File::open(crate::boot::test_file(&format!("map-{name}"), bytes)).unwrap()
     }
 
     fn pattern(len: usize) -> Vec<u8> {

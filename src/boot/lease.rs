@@ -267,11 +267,8 @@ mod tests {
 
     #[test]
     fn detached_memory_survives_truncation_and_keeps_guest_writes() {
-        let dir = std::env::temp_dir().join("ember-lease-tests");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("kernel");
         let data: Vec<u8> = (0..4 * 4096).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
+        let path = crate::boot::test_file("lease-kernel", &data);
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
         let mut leases = Leases::new().unwrap();
         let file = File::open(&path).unwrap();
@@ -298,10 +295,7 @@ mod tests {
 
     #[test]
     fn unmapped_files_release_their_lease() {
-        let dir = std::env::temp_dir().join("ember-lease-tests");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("unmapped");
-        std::fs::write(&path, b"short").unwrap();
+        let path = crate::boot::test_file("lease-unmapped", b"short");
         let mut leases = Leases::new().unwrap();
         let file = File::open(&path).unwrap();
         assert!(leases.try_lease(&file));

@@ -337,10 +337,21 @@ fn write_cmdline(
     Ok(text.len())
 }
 
+/// Test helper: writes `bytes` to `name` in one fixed directory (unique
+/// names per test: the files are rewritten by each run rather than left
+/// behind per process) and returns the path.
+#[cfg(test)]
+pub(crate) fn test_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join("ember-boot-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     fn config(kernel: PathBuf) -> VmConfig {
         VmConfig::new(
@@ -354,17 +365,8 @@ mod tests {
         .unwrap()
     }
 
-    /// Writes `bytes` to a file in one fixed directory, rewritten by each
-    /// run rather than left behind per process.
     fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
-        let dir = std::env::temp_dir().join("ember-boot-tests");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(bytes)
-            .unwrap();
-        path
+        test_file(name, bytes)
     }
 
     fn mem() -> GuestMemoryMmap {

@@ -3,7 +3,8 @@
 # VMM (the cases file), logs in on the serial console, asks
 # systemd for its state, then powers the VM off with systemctl.
 #
-# Files beside it: cases (one "NAME VMM FLAVOUR KERNEL" line per boot),
+# Files beside it: cases (one "NAME VMM FLAVOUR KERNEL" line per boot; VMM
+# is qemu, ember, or ember64: ember with --boot-mode linux64),
 # rootfs.ext4 (writable: every boot gets a fresh copy) and, per flavour F
 # (amd64, cloud-amd64), F.vmlinuz (the bzImage as shipped), F.vmlinux (the
 # ELF inside it) and F.initramfs.cpio.gz; ember and the QEMU binary when
@@ -36,7 +37,13 @@ vmm_qemu() {
 vmm_ember() {
     # The info log names why the VM stopped (on stderr, in the case's output).
     EMBER_LOG=info exec ./ember run --kernel "$1" --initrd "$2" --cpus "$3" --memory "$4" \
-        --disk "$5" --cmdline "$6"
+        --disk "$5" --cmdline "$6" ${EMBER_BOOT_MODE:+--boot-mode "$EMBER_BOOT_MODE"}
+}
+# ember with an ELF vmlinux entered through the 64-bit Linux boot protocol
+# instead of its PVH note (docs/LAB.md: PVH boots of these kernels
+# triple-fault now and then in the lab).
+vmm_ember64() {
+    EMBER_BOOT_MODE=linux64 vmm_ember "$@"
 }
 if [ "${1:-}" = vmm ]; then
     shift
