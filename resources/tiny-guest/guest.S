@@ -106,12 +106,7 @@ _start:
         lea     msg_echo(%rip), %rdi
         call    puts
         mov     $0, %r13d               /* bytes echoed */
-1:      mov     $COM1_LSR, %dx
-        inb     %dx, %al
-        test    $1, %al                 /* data ready */
-        jz      1b
-        mov     $COM1, %dx
-        inb     %dx, %al
+1:      call    getc
         cmp     $'.', %al
         je      2f
         outb    %al, %dx
@@ -222,12 +217,7 @@ bad_mp:
         lea     msg_page(%rip), %rdi
         mov     file_page(%rip), %esi
         call    say_hex
-1:      mov     $COM1_LSR, %dx
-        inb     %dx, %al
-        test    $1, %al                 /* data ready */
-        jz      1b
-        mov     $COM1, %dx
-        inb     %dx, %al
+        call    getc
         lea     msg_page(%rip), %rdi
         mov     file_page(%rip), %esi
         call    say_hex
@@ -311,6 +301,16 @@ reset:
         outb    %al, $I8042_CMD
 1:      hlt
         jmp     1b
+
+/* getc: wait for a byte on COM1 and return it in al (dx = COM1). */
+getc:
+        mov     $COM1_LSR, %dx
+1:      inb     %dx, %al
+        test    $1, %al                 /* data ready */
+        jz      1b
+        mov     $COM1, %dx
+        inb     %dx, %al
+        ret
 
 /* say_dec / say_hex: print the string at rdi, then esi in decimal / in
  * hex (8 digits), then a newline. */
