@@ -142,28 +142,30 @@ pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), Error> {
 /// only where the guest used them, where `mincore` would count every page
 /// of the file in the page cache. Falls back to `mincore` without procfs.
 pub fn resident_kib(mem: &GuestMemoryMmap) -> u64 {
-    let ranges: Vec<(u64, u64)> = mem
-        .iter()
-        .filter_map(|r| {
-            let host = mem.get_host_address(r.start_addr()).ok()? as u64;
-            Some((host, host + r.len()))
-        })
-        .collect();
+    let ranges = host_ranges(mem);
     if let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") {
         return rss_kib_within(&smaps, &ranges);
     }
-    mem.iter()
-        .filter_map(|r| {
-            let host = mem.get_host_address(r.start_addr()).ok()?;
-            crate::timeline::resident_bytes(host, r.len() as usize)
-        })
+    ranges
+        .iter()
+        .filter_map(|&(start, len)| crate::timeline::resident_bytes(start as *mut u8, len))
         .sum::<u64>()
         / 1024
 }
 
+/// The host mappings of guest RAM: (host address, length) per region.
+pub fn host_ranges(mem: &GuestMemoryMmap) -> Vec<(usize, usize)> {
+    mem.iter()
+        .filter_map(|r| {
+            let host = mem.get_host_address(r.start_addr()).ok()?;
+            Some((host as usize, r.len() as usize))
+        })
+        .collect()
+}
+
 /// Sums the `Rss:` of the `smaps` mappings that lie inside one of
-/// `ranges` (host address ranges, end exclusive).
-fn rss_kib_within(smaps: &str, ranges: &[(u64, u64)]) -> u64 {
+/// `ranges` (host address, length).
+fn rss_kib_within(smaps: &str, ranges: &[(usize, usize)]) -> u64 {
     let mut inside = false;
     let mut kib = 0;
     for line in smaps.lines() {
@@ -172,7 +174,9 @@ fn rss_kib_within(smaps: &str, ranges: &[(u64, u64)]) -> u64 {
             if let (Ok(start), Ok(end)) =
                 (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
             {
-                inside = ranges.iter().any(|&(s, e)| start >= s && end <= e);
+                inside = ranges
+                    .iter()
+                    .any(|&(s, len)| start >= s as u64 && end <= (s + len) as u64);
                 continue;
             }
         }
@@ -226,7 +230,7 @@ Pss:                  64 kB
 7f0000400000-7f0000600000 rw-p 00000000 00:00 0
 Rss:                1000 kB
 ";
-        let ranges = [(0x7f00_0000_0000, 0x7f00_0040_0000)];
+        let ranges = [(0x7f00_0000_0000, 0x40_0000)];
         assert_eq!(rss_kib_within(smaps, &ranges), 576);
         assert_eq!(rss_kib_within(smaps, &[]), 0);
     }

@@ -15,17 +15,15 @@
 //! (`cp new-vmlinux vmlinux`) would show through to the guest's
 //! still-unwritten pages. [`crate::boot::lease`] closes that: a mapped file
 //! is held under a read lease, and the first attempt to open it for writing
-//! makes every mapped page private before the writer may proceed. A file
-//! that cannot be leased is copied as before.
+//! replaces every mapped range with an anonymous copy before the writer may
+//! proceed. A file that cannot be leased is copied as before.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 
 use vm_memory::bitmap::BitmapSlice;
-use vm_memory::{
-    GuestMemoryBackend, GuestMemoryRegion, ReadVolatile, VolatileMemoryError, VolatileSlice,
-};
+use vm_memory::{ReadVolatile, VolatileMemoryError, VolatileSlice};
 
 use crate::memory::GuestMemoryMmap;
 
@@ -58,16 +56,9 @@ impl MappingReader {
     /// Wraps `file`, which will be read into `mem`; `enabled` false makes
     /// it a plain reader.
     pub fn new(file: File, mem: &GuestMemoryMmap, enabled: bool) -> Self {
-        let ram = mem
-            .iter()
-            .filter_map(|r| {
-                let host = mem.get_host_address(r.start_addr()).ok()?;
-                Some((host as usize, r.len() as usize))
-            })
-            .collect();
         MappingReader {
             file,
-            ram,
+            ram: crate::memory::host_ranges(mem),
             mapped: Vec::new(),
             enabled,
         }
