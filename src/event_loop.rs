@@ -232,8 +232,9 @@ impl ExitEvent {
     }
 }
 
-/// Blocks [`STOP_SIGNALS`] in this thread (and threads it spawns later)
-/// and reads them from a signalfd; the old mask is restored on drop.
+/// Blocks a set of signals ([`STOP_SIGNALS`] for the [`ExitWatcher`]) in
+/// this thread (and threads it spawns later) and reads them from a
+/// signalfd; the old mask is restored on drop.
 #[derive(Debug)]
 pub struct SignalFd {
     fd: OwnedFd,
@@ -241,15 +242,15 @@ pub struct SignalFd {
 }
 
 impl SignalFd {
-    /// Blocks the stop signals and opens the signalfd.
-    pub fn new() -> Result<Self, Error> {
+    /// Blocks `signals` and opens the signalfd.
+    pub fn new(signals: &[libc::c_int]) -> Result<Self, Error> {
         // SAFETY: sigset_t is plain data; sigemptyset initialises it.
         let mut mask: libc::sigset_t = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
         let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
         // SAFETY: `mask` is a valid sigset_t owned by this frame.
         unsafe { libc::sigemptyset(&mut mask) };
-        for sig in STOP_SIGNALS {
+        for &sig in signals {
             // SAFETY: `mask` is initialised and `sig` a valid signal number.
             unsafe { libc::sigaddset(&mut mask, sig) };
         }
@@ -271,8 +272,13 @@ impl SignalFd {
         Ok(SignalFd { fd, old_mask })
     }
 
+    /// The signalfd, for an event loop to watch.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
     /// Reads one pending signal number, if any.
-    fn read_signal(&self) -> Option<libc::c_int> {
+    pub fn read_signal(&self) -> Option<libc::c_int> {
         // SAFETY: signalfd_siginfo is plain data.
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
@@ -304,7 +310,7 @@ pub struct ExitWatcher {
 
 impl MutEventSubscriber for ExitWatcher {
     fn init(&mut self, ops: &mut EventOps) {
-        for fd in [self.exit.fd(), self.signals.fd.as_raw_fd()] {
+        for fd in [self.exit.fd(), self.signals.fd()] {
             if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
                 log::error!("event loop: cannot watch fd {fd}: {e}");
             }
@@ -444,7 +450,7 @@ mod tests {
     #[test]
     fn deadline_fires() {
         let exit = ExitEvent::new().unwrap();
-        let signals = SignalFd::new().unwrap();
+        let signals = SignalFd::new(&STOP_SIGNALS).unwrap();
         let mut el = EventLoop::new(exit.clone(), signals).unwrap();
         el.add(Box::new(
             Deadline::new(Duration::from_millis(20), exit.clone()).unwrap(),
@@ -459,7 +465,7 @@ mod tests {
     fn boot_deadline_only_before_booting() {
         for booted_early in [false, true] {
             let exit = ExitEvent::new().unwrap();
-            let signals = SignalFd::new().unwrap();
+            let signals = SignalFd::new(&STOP_SIGNALS).unwrap();
             let mut el = EventLoop::new(exit.clone(), signals).unwrap();
             let booted = Booted::default();
             if booted_early {

@@ -147,7 +147,7 @@ pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
 
     // Block the stop signals before any vCPU thread exists, so that only
     // the event loop's signalfd sees them.
-    let signals = SignalFd::new()?;
+    let signals = SignalFd::new(&event_loop::STOP_SIGNALS)?;
     let mut event_loop = EventLoop::new(exit.clone(), signals)?;
     // stdin goes to one console only: the virtio console if there is one
     // (the UART then gets no input), else the UART.

@@ -14,35 +14,42 @@
 //! process has it open for writing, a file system without leases, a file
 //! owned by someone else without `CAP_LEASE`) is copied as before.
 //!
-//! `SIGIO` is blocked (read through a signalfd) and ignored by ember from
-//! [`Leases::new`] on, before any other thread exists, so it can neither
-//! kill the process nor be lost.
+//! `SIGIO` is ignored by ember from [`Leases::new`] on, and blocked and read
+//! through an [`crate::event_loop::SignalFd`] before any other thread
+//! exists, so while leases are held it can neither kill the process nor be
+//! lost.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use vmm_sys_util::epoll::EventSet;
 
 use super::file_map::MappedRange;
+use crate::event_loop::SignalFd;
 use crate::vcpu::control::{pause, VcpuControl};
 
 /// Lease errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Ignoring SIGIO failed.
+    #[error("cannot ignore SIGIO for file leases")]
+    Ignore(#[source] std::io::Error),
     /// Blocking SIGIO or opening its signalfd failed.
     #[error("cannot set up SIGIO for file leases")]
-    Signal(#[source] std::io::Error),
+    Signal(#[source] crate::event_loop::Error),
 }
 
 /// The leased, mapped files of one VM and the guest ranges mapped from
 /// them.
 #[derive(Debug)]
 pub struct Leases {
-    sigio: OwnedFd,
+    /// Declared (so dropped) before `sigio`: the leases go before SIGIO is
+    /// unblocked again.
     files: Vec<File>,
     ranges: Vec<MappedRange>,
+    sigio: SignalFd,
 }
 
 impl Leases {
@@ -50,39 +57,18 @@ impl Leases {
     /// later inherit the mask) and opens a signalfd for it. Call before
     /// any other thread exists.
     pub fn new() -> Result<Self, Error> {
-        // SAFETY: sigset_t is plain data; sigemptyset initialises it.
-        let mut mask: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `mask` is a valid sigset_t owned by this frame; SIGIO is
-        // a valid signal number.
-        unsafe {
-            libc::sigemptyset(&mut mask);
-            libc::sigaddset(&mut mask, libc::SIGIO);
-        }
         // Ignored: a SIGIO reaching a thread that does not block it is
         // dropped rather than killing ember (its default action).
         // Blocked signals are still queued for the signalfd.
         // SAFETY: SIG_IGN is a valid disposition for SIGIO, which ember uses
         // for nothing else.
         if unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) } == libc::SIG_ERR {
-            return Err(Error::Signal(std::io::Error::last_os_error()));
+            return Err(Error::Ignore(std::io::Error::last_os_error()));
         }
-        // SAFETY: `mask` is initialised; the old mask is not needed (SIGIO
-        // stays blocked: a pending one must never be delivered).
-        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut()) };
-        if rc != 0 {
-            return Err(Error::Signal(std::io::Error::from_raw_os_error(rc)));
-        }
-        // SAFETY: `mask` is valid; -1 asks for a new fd, whose ownership we take.
-        let raw = unsafe { libc::signalfd(-1, &mask, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
-        if raw < 0 {
-            return Err(Error::Signal(std::io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a fresh fd that nothing else owns.
-        let sigio = unsafe { OwnedFd::from_raw_fd(raw) };
         Ok(Leases {
-            sigio,
             files: Vec::new(),
             ranges: Vec::new(),
+            sigio: SignalFd::new(&[libc::SIGIO]).map_err(Error::Signal)?,
         })
     }
 
@@ -199,23 +185,7 @@ impl LeaseBreaker {
     }
 
     fn drain_signals(&self) {
-        // SAFETY: signalfd_siginfo is plain data.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        loop {
-            // SAFETY: reading at most `size` bytes into `info`, which is
-            // that large, from the non-blocking signalfd we own.
-            let n = unsafe {
-                libc::read(
-                    self.leases.sigio.as_raw_fd(),
-                    (&mut info as *mut libc::signalfd_siginfo).cast(),
-                    size,
-                )
-            };
-            if n != size as isize {
-                return;
-            }
-        }
+        while self.leases.sigio.read_signal().is_some() {}
     }
 
     /// Pauses the vCPUs and detaches guest memory from the files.
@@ -245,7 +215,7 @@ impl LeaseBreaker {
 
 impl MutEventSubscriber for LeaseBreaker {
     fn init(&mut self, ops: &mut EventOps) {
-        let fd = self.leases.sigio.as_raw_fd();
+        let fd = self.leases.sigio.fd();
         if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
             log::error!("event loop: cannot watch the SIGIO signalfd: {e}");
         }
