@@ -140,12 +140,22 @@ pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), Error> {
 /// the mappings inside guest RAM in `/proc/self/smaps`: that counts the
 /// kernel and initrd pages mapped from their files ([`crate::boot::file_map`])
 /// only where the guest used them, where `mincore` would count every page
-/// of the file in the page cache. Falls back to `mincore` without procfs.
+/// of the file in the page cache. A mapping the kernel merged with a
+/// neighbour (an adjacent anonymous mapping with the same flags, such as
+/// the other RAM region) reaches outside guest RAM, so its `Rss` is not
+/// ours alone: the part inside guest RAM is counted with `mincore`, as is
+/// everything without procfs.
 pub fn resident_kib(mem: &GuestMemoryMmap) -> u64 {
     let ranges = host_ranges(mem);
-    if let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") {
-        return rss_kib_within(&smaps, &ranges);
-    }
+    let smaps = match std::fs::read_to_string("/proc/self/smaps") {
+        Ok(smaps) => smaps,
+        Err(_) => return mincore_kib(&ranges),
+    };
+    let (kib, partial) = rss_kib_within(&smaps, &ranges);
+    kib + mincore_kib(&partial)
+}
+
+fn mincore_kib(ranges: &[(usize, usize)]) -> u64 {
     ranges
         .iter()
         .filter_map(|&(start, len)| crate::timeline::resident_bytes(start as *mut u8, len))
@@ -164,19 +174,31 @@ pub fn host_ranges(mem: &GuestMemoryMmap) -> Vec<(usize, usize)> {
 }
 
 /// Sums the `Rss:` of the `smaps` mappings that lie inside one of
-/// `ranges` (host address, length).
-fn rss_kib_within(smaps: &str, ranges: &[(usize, usize)]) -> u64 {
+/// `ranges` (host address, length), and returns, besides, the parts of
+/// `ranges` covered by mappings that reach outside them.
+fn rss_kib_within(smaps: &str, ranges: &[(usize, usize)]) -> (u64, Vec<(usize, usize)>) {
     let mut inside = false;
     let mut kib = 0;
+    let mut partial = Vec::new();
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if let Some((start, end)) = first.split_once('-') {
-            if let (Ok(start), Ok(end)) =
-                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
-            {
-                inside = ranges
-                    .iter()
-                    .any(|&(s, len)| start >= s as u64 && end <= (s + len) as u64);
+            if let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            ) {
+                inside = false;
+                for &(s, len) in ranges {
+                    let (lo, hi) = (start.max(s), end.min(s + len));
+                    if lo >= hi {
+                        continue;
+                    }
+                    if (lo, hi) == (start, end) {
+                        inside = true;
+                    } else {
+                        partial.push((lo, hi - lo));
+                    }
+                }
                 continue;
             }
         }
@@ -191,7 +213,7 @@ fn rss_kib_within(smaps: &str, ranges: &[(usize, usize)]) -> u64 {
             }
         }
     }
-    kib
+    (kib, partial)
 }
 
 #[cfg(test)]
@@ -231,8 +253,18 @@ Pss:                  64 kB
 Rss:                1000 kB
 ";
         let ranges = [(0x7f00_0000_0000, 0x40_0000)];
-        assert_eq!(rss_kib_within(smaps, &ranges), 576);
-        assert_eq!(rss_kib_within(smaps, &[]), 0);
+        assert_eq!(rss_kib_within(smaps, &ranges), (576, vec![]));
+        assert_eq!(rss_kib_within(smaps, &[]), (0, vec![]));
+        // A mapping merged with a neighbour outside guest RAM: only the
+        // overlap comes back, to be counted page by page.
+        let ranges = [(0x7f00_0010_0000, 0x20_0000)];
+        assert_eq!(
+            rss_kib_within(smaps, &ranges),
+            (
+                0,
+                vec![(0x7f00_0010_0000, 0x10_0000), (0x7f00_0020_0000, 0x10_0000)]
+            )
+        );
     }
 
     #[test]
@@ -243,6 +275,21 @@ Rss:                1000 kB
             mem.write_obj(1u8, GuestAddress(page * 4096)).unwrap();
         }
         assert_eq!(resident_kib(&mem), 12);
+    }
+
+    #[test]
+    fn resident_counts_merged_neighbours_once_each() {
+        // Two anonymous NORESERVE mappings side by side are one VMA to the
+        // kernel (this happened in CI, with other tests' guest RAM placed
+        // next to this one's): each memory must still count only its pages.
+        let a = GuestMemoryMmap::from_ranges(&ram_regions(4 << 20)).unwrap();
+        let b = GuestMemoryMmap::from_ranges(&ram_regions(4 << 20)).unwrap();
+        a.write_obj(1u8, GuestAddress(0)).unwrap();
+        for page in 0..2u64 {
+            b.write_obj(1u8, GuestAddress(page * 4096)).unwrap();
+        }
+        assert_eq!(resident_kib(&a), 4);
+        assert_eq!(resident_kib(&b), 8);
     }
 
     #[test]
