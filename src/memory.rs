@@ -158,9 +158,28 @@ pub fn resident_kib(mem: &GuestMemoryMmap) -> u64 {
 fn mincore_kib(ranges: &[(usize, usize)]) -> u64 {
     ranges
         .iter()
-        .filter_map(|&(start, len)| crate::timeline::resident_bytes(start as *mut u8, len))
+        .filter_map(|&(start, len)| resident_bytes(start as *mut u8, len))
         .sum::<u64>()
         / 1024
+}
+
+/// Resident bytes of the mapping at `addr` of `len` bytes, by `mincore`:
+/// for guest RAM (anonymous, not prefaulted) this is what the guest (or
+/// the loader) touched.
+fn resident_bytes(addr: *mut u8, len: usize) -> Option<u64> {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    if page == 0 || !(addr as usize).is_multiple_of(page) {
+        return None;
+    }
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `addr..addr+len` is a mapping the caller owns; `vec` holds
+    // one byte per page of it, as mincore requires.
+    let rc = unsafe { libc::mincore(addr.cast(), len, vec.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    Some(vec.iter().filter(|b| **b & 1 != 0).count() as u64 * page as u64)
 }
 
 /// The host mappings of guest RAM: (host address, length) per region.
@@ -298,5 +317,16 @@ Rss:                1000 kB
         let mem = GuestMemoryMmap::from_ranges(&ram_regions(16 << 30)).unwrap();
         assert_eq!(mem.num_regions(), 2);
         assert_eq!(mem.last_addr(), GuestAddress((4 << 30) + (13 << 30) - 1));
+    }
+
+    #[test]
+    fn mincore_counts_touched_pages() {
+        let mem = create(64 << 20).unwrap();
+        let host = mem.get_host_address(GuestAddress(0)).unwrap();
+        assert_eq!(resident_bytes(host, 64 << 20), Some(0));
+        mem.write_obj(1u8, GuestAddress(0x10_0000)).unwrap();
+        mem.write_obj(1u8, GuestAddress(0x20_0000)).unwrap();
+        let r = resident_bytes(host, 64 << 20).unwrap();
+        assert!((8192..=(4 << 20)).contains(&r), "{r}");
     }
 }

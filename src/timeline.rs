@@ -263,25 +263,6 @@ pub fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Resident bytes of the mapping at `addr` of `len` bytes, by `mincore`:
-/// for guest RAM (anonymous, not prefaulted) this is what the guest (or
-/// the loader) touched.
-pub fn resident_bytes(addr: *mut u8, len: usize) -> Option<u64> {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    if page == 0 || !(addr as usize).is_multiple_of(page) {
-        return None;
-    }
-    let mut vec = vec![0u8; len.div_ceil(page)];
-    // SAFETY: `addr..addr+len` is a mapping the caller owns; `vec` holds
-    // one byte per page of it, as mincore requires.
-    let rc = unsafe { libc::mincore(addr.cast(), len, vec.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    Some(vec.iter().filter(|b| **b & 1 != 0).count() as u64 * page as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,17 +302,5 @@ mod tests {
             text.contains("peak RSS 2048 KiB, guest RAM touched 64 KiB of 128 MiB"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn mincore_counts_touched_pages() {
-        let mem = crate::memory::create(64 << 20).unwrap();
-        use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
-        let host = mem.get_host_address(GuestAddress(0)).unwrap();
-        assert_eq!(resident_bytes(host, 64 << 20), Some(0));
-        mem.write_obj(1u8, GuestAddress(0x10_0000)).unwrap();
-        mem.write_obj(1u8, GuestAddress(0x20_0000)).unwrap();
-        let r = resident_bytes(host, 64 << 20).unwrap();
-        assert!((8192..=(4 << 20)).contains(&r), "{r}");
     }
 }

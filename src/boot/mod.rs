@@ -365,10 +365,6 @@ mod tests {
         .unwrap()
     }
 
-    fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
-        test_file(name, bytes)
-    }
-
     fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&crate::memory::ram_regions(128 << 20)).unwrap()
     }
@@ -385,7 +381,7 @@ mod tests {
 
     #[test]
     fn not_a_kernel() {
-        let p = temp_file("text", b"hello, this is not a kernel\n");
+        let p = test_file("text", b"hello, this is not a kernel\n");
         assert!(matches!(
             load(&mem(), &config(p), None),
             Err(Error::NotAKernel(_))
@@ -402,7 +398,7 @@ mod tests {
         bz[0x206..0x208].copy_from_slice(&0x020au16.to_le_bytes());
         bz[0x211] = 1; // loadflags: LOADED_HIGH
         bz[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes());
-        let p = temp_file("bz-old", &bz);
+        let p = test_file("bz-old", &bz);
         let err = load(&mem(), &config(p), None).unwrap_err();
         assert!(
             matches!(err, Error::BzImageNo64Bit(_, 0x020a, 0)),
@@ -415,7 +411,7 @@ mod tests {
         let mut bz = vec![0u8; 0x2000];
         bz[0x202..0x206].copy_from_slice(b"HdrS");
         bz[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
-        let p = temp_file("bz-low", &bz);
+        let p = test_file("bz-low", &bz);
         assert!(matches!(
             load(&mem(), &config(p), None),
             Err(Error::BzImage(..))
@@ -433,7 +429,7 @@ mod tests {
         bz[0x236..0x238].copy_from_slice(&1u16.to_le_bytes()); // XLF_KERNEL_64
         bz[0x238..0x23c].copy_from_slice(&255u32.to_le_bytes()); // cmdline_size
         bz[0xa00] = 0x90;
-        let p = temp_file("bz-ok", &bz);
+        let p = test_file("bz-ok", &bz);
         let m = mem();
         let entry = load(&m, &config(p), None).unwrap();
         assert_eq!(entry.protocol, Protocol::Linux64);
