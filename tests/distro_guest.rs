@@ -138,6 +138,9 @@ fn stamp_of(output: &str, texts: &[&str]) -> Option<f64> {
 }
 
 #[test]
+#[ignore = "the nested lab is not stable with 1 GiB Debian guests (its L1 kernel panics, with \
+            QEMU as the inner VMM too; guest stalls and triple faults, docs/LAB.md): run with \
+            `cargo test --test distro_guest -- --ignored`"]
 fn debian_guests_boot_to_multi_user_and_power_off() {
     if lab_tests_skipped("debian_guests_boot_to_multi_user_and_power_off") {
         return;
