@@ -8,11 +8,12 @@
 //! ember with the bzImage as shipped (`vmlinuz`) and with the ELF `vmlinux`
 //! extracted from it, entered through the 64-bit Linux boot protocol
 //! (`--boot-mode linux64`) and through its PVH note (what `--boot-mode auto`
-//! picks). A boot that ends without the guest's power-off is retried twice
-//! and reported: ember's boots of these kernels triple-fault now and then
-//! in the lab, whichever entry, cause not yet known (docs/LAB.md, issue
-//! 10). The stock kernels find
-//! virtio-mmio devices only in ACPI tables (they lack
+//! picks). The guests boot `quiet`: in the nested lab each console byte is
+//! a port-I/O exit, and the lab's emulated SVM now and then resumes a guest
+//! with the L1 host's state after one, so the guest triple-faults or spins
+//! (docs/LAB.md, "When the lab itself fails"). A boot that ends without the
+//! guest's power-off is still retried twice and reported. The stock kernels
+//! find virtio-mmio devices only in ACPI tables (they lack
 //! `VIRTIO_MMIO_CMDLINE_DEVICES`; the cloud kernel lacks the MP-table parser
 //! too), and end the VM through ACPI S5.
 
@@ -138,9 +139,6 @@ fn stamp_of(output: &str, texts: &[&str]) -> Option<f64> {
 }
 
 #[test]
-#[ignore = "the nested lab is not stable with 1 GiB Debian guests (its L1 kernel panics, with \
-            QEMU as the inner VMM too; guest stalls and triple faults, docs/LAB.md): run with \
-            `cargo test --test distro_guest -- --ignored`"]
 fn debian_guests_boot_to_multi_user_and_power_off() {
     if lab_tests_skipped("debian_guests_boot_to_multi_user_and_power_off") {
         return;
@@ -264,11 +262,10 @@ fn debian_guests_boot_to_multi_user_and_power_off() {
             .find(|l| l.contains("Startup finished in"))
             .map_or("", |l| l.split_once("Startup").map_or(l, |(_, r)| r));
         eprintln!(
-                "{name}: switch_root {}, multi-user.target {}, login {}, VMM exit {}; systemd: Startup{analyze}",
-                at(&["ember-distro initramfs:"]),
-                at(&["Reached target", "multi-user.target"]),
-                at(&["automatic login"]),
-                at(&["STAMP-EXIT"]),
-            );
+            "{name}: switch_root {}, login {}, VMM exit {}; systemd: Startup{analyze}",
+            at(&["ember-distro initramfs:"]),
+            at(&["automatic login"]),
+            at(&["STAMP-EXIT"]),
+        );
     }
 }
