@@ -210,9 +210,13 @@ fn run_loop(mut fd: VcpuFd, control: &VcpuControl, buses: &Buses, exit: &ExitEve
 
 /// Logs (info) where vCPU `index` was when the guest triple-faulted: a
 /// guest that reboots with `reboot=t` does it on purpose, but one that
-/// crashes leaves no other trace.
+/// crashes leaves no other trace. KVM on AMD resets the vCPU before it
+/// reports the shutdown, so there the registers say nothing: said as such.
 fn log_shutdown_state(fd: &VcpuFd, index: u8) {
     match (fd.get_regs(), fd.get_sregs()) {
+        (Ok(r), Ok(s)) if r.rip == 0xfff0 && s.cs.selector == 0xf000 => log::info!(
+            "vCPU {index} triple fault (its registers are already the reset state: KVM on AMD resets the vCPU first)"
+        ),
         (Ok(r), Ok(s)) => log::info!(
             "vCPU {index} triple fault: rip {:#x} rsp {:#x} rflags {:#x} cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} cs {:#x}",
             r.rip, r.rsp, r.rflags, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.cs.selector

@@ -41,8 +41,7 @@ vmm_ember() {
         --disk "$5" --cmdline "$6" ${EMBER_BOOT_MODE:+--boot-mode "$EMBER_BOOT_MODE"}
 }
 # ember with an ELF vmlinux entered through the 64-bit Linux boot protocol
-# instead of its PVH note (docs/LAB.md: PVH boots of these kernels
-# triple-fault now and then in the lab).
+# instead of its PVH note (`vmm_ember` with a vmlinux takes PVH).
 vmm_ember64() {
     EMBER_BOOT_MODE=linux64 vmm_ember "$@"
 }
