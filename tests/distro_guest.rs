@@ -4,11 +4,13 @@
 //! `multi-user.target` with 2 vCPUs, no failed units, and power off with
 //! `systemctl poweroff`. In the lab on PVM hosts, directly on VMX/SVM hosts.
 //!
-//! Each case is one boot: QEMU `-M microvm` with ACPI as the reference;
-//! ember with the bzImage as shipped (`vmlinuz`) and with the ELF `vmlinux`
-//! extracted from it, entered through the 64-bit Linux boot protocol
+//! Each case is one boot: ember with the bzImage as shipped (`vmlinuz`)
+//! and with the ELF `vmlinux` extracted from it, entered through the 64-bit
+//! Linux boot protocol
 //! (`--boot-mode linux64`) and through its PVH note (what `--boot-mode auto`
-//! picks). The guests boot `quiet`: in the nested lab each console byte is
+//! picks); with `EMBER_DISTRO_QEMU=1` also QEMU `-M microvm` with ACPI as
+//! a reference (not by default: in the lab it kills the L1 kernel too
+//! often). The guests boot `quiet`: in the nested lab each console byte is
 //! a port-I/O exit, and the lab's emulated SVM now and then resumes a guest
 //! with the L1 host's state after one, so the guest triple-faults or spins
 //! (docs/LAB.md, "When the lab itself fails"). A boot that ends without the
@@ -52,7 +54,11 @@ const PVH_CASES: &[(&str, &str, &str, &str)] = &[
         "cloud-amd64.vmlinux",
     ),
 ];
-/// The reference boots, always run: QEMU microvm with ACPI.
+/// The reference boots, QEMU microvm with ACPI: run only with
+/// `EMBER_DISTRO_QEMU=1`. In the nested lab QEMU as the inner VMM is what
+/// most often kills the L1 kernel itself ("corrupted stack end" in
+/// `qemu-system-x86`, 4 of the 6 L1 panics of session 16, twice in one
+/// CI run's first boot, `quiet` or not; docs/LAB.md).
 const QEMU_CASES: &[(&str, &str, &str, &str)] = &[
     ("qemu-amd64", "qemu", "amd64", "amd64.vmlinuz"),
     (
@@ -160,7 +166,12 @@ fn debian_guests_boot_to_multi_user_and_power_off() {
     let disk = stage.join("rootfs.ext4");
     small_disk(&dir.join("rootfs.ext4"), &disk);
     files.push(disk.display().to_string());
-    let cases_run: Vec<_> = QEMU_CASES
+    let with_qemu = std::env::var("EMBER_DISTRO_QEMU").is_ok_and(|v| v == "1");
+    if !with_qemu {
+        eprintln!("QEMU's reference boots not run (EMBER_DISTRO_QEMU=1 adds them)");
+    }
+    let qemu_cases: &[_] = if with_qemu { QEMU_CASES } else { &[] };
+    let cases_run: Vec<_> = qemu_cases
         .iter()
         .chain(EMBER_CASES.iter())
         .chain(PVH_CASES.iter())
@@ -172,7 +183,9 @@ fn debian_guests_boot_to_multi_user_and_power_off() {
         .collect();
     std::fs::write(&cases, lines).unwrap();
     files.push(cases.display().to_string());
-    files.extend(qemu_files());
+    if with_qemu {
+        files.extend(qemu_files());
+    }
     files.push(env!("CARGO_BIN_EXE_ember").to_string());
 
     // 1 GiB guests and a ~300 MiB disk (two copies at a time) in the lab.
