@@ -6,9 +6,8 @@
 //!
 //! Each case is one boot: ember with the bzImage as shipped (`vmlinuz`)
 //! and with the ELF `vmlinux` extracted from it, entered through the 64-bit
-//! Linux boot protocol
-//! (`--boot-mode linux64`) and through its PVH note (what `--boot-mode auto`
-//! picks); with `EMBER_DISTRO_QEMU=1` also QEMU `-M microvm` with ACPI as
+//! Linux boot protocol (`--boot-mode linux64`) and through its PVH note
+//! (what `--boot-mode auto` picks); with `EMBER_DISTRO_QEMU=1` also QEMU `-M microvm` with ACPI as
 //! a reference (not by default: in the lab it kills the L1 kernel too
 //! often). The guests boot `quiet`: in the nested lab each console byte is
 //! a port-I/O exit, and the lab's emulated SVM now and then resumes a guest
@@ -57,8 +56,9 @@ const PVH_CASES: &[(&str, &str, &str, &str)] = &[
 /// The reference boots, QEMU microvm with ACPI: run only with
 /// `EMBER_DISTRO_QEMU=1`. In the nested lab QEMU as the inner VMM is what
 /// most often kills the L1 kernel itself ("corrupted stack end" in
-/// `qemu-system-x86`, 4 of the 6 L1 panics of session 16, twice in one
-/// CI run's first boot, `quiet` or not; docs/LAB.md).
+/// `qemu-system-x86`: 4 of the 7 L1 panics of session 16 in about a tenth
+/// of its boots, twice in one CI run's first boot, `quiet` or not;
+/// docs/LAB.md).
 const QEMU_CASES: &[(&str, &str, &str, &str)] = &[
     ("qemu-amd64", "qemu", "amd64", "amd64.vmlinuz"),
     (
