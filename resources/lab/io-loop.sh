@@ -25,7 +25,7 @@ trap 'rm -rf "$tmp"' EXIT
 as --64 --defsym COUNT="$exits" "$here/io-loop.S" -o "$tmp/io-loop.o"
 ld -m elf_x86_64 -N -Ttext=0x100000 -e _start --no-warn-rwx-segments \
     "$tmp/io-loop.o" -o "$tmp/io-loop.elf"
-[ -x "$EMBER_RELEASE" ] || (cd "$here/../.." && cargo build --release >&2)
+(cd "$here/../.." && cargo build --release --quiet) || die "cargo build --release failed"
 
 cat >"$tmp/script" <<SCRIPT
 run=0 faults=0
@@ -52,7 +52,7 @@ done
 echo "\$faults of $runs runs faulted ($exits port-I/O exits each)"
 [ \$faults = 0 ]
 SCRIPT
-status=0
+# Last command: under `set -e` its status is the script's, and the EXIT
+# trap still removes $tmp.
 "$here/run.sh" --timeout $((runs * 120 + 60)) --file "$tmp/io-loop.elf" \
-    --file "$EMBER_RELEASE" "$tmp/script" || status=$?
-exit $status
+    --file "$EMBER_RELEASE" "$tmp/script"
