@@ -1,11 +1,16 @@
 //! The validated VM configuration every front end produces.
 //!
-//! [`VmConfig::new`] checks everything that can be checked without KVM:
-//! sizes, vCPU count, the command line, and that the kernel and initrd are
-//! readable files. Host limits (memory the host can give, `/dev/kvm`) are
-//! checked when the VM is built.
+//! A front end fills a [`VmConfigBuilder`]; [`VmConfigBuilder::build`]
+//! checks everything that can be checked without KVM (sizes, vCPU count,
+//! the command line, that the kernel and initrd are readable files, that
+//! the disks open) and returns the [`VmConfig`], whose fields are private:
+//! nothing changes it afterwards. Host limits (memory the host can give,
+//! `/dev/kvm`) are checked when the VM is built.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::layout;
 
@@ -162,43 +167,304 @@ impl std::str::FromStr for BootMode {
     }
 }
 
-/// A validated VM configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated VM configuration: built only by [`VmConfigBuilder::build`],
+/// read through its accessors, never changed afterwards. Every front end
+/// (the CLI today, a config file or an API next) fills a builder.
+#[derive(Debug, Clone)]
 pub struct VmConfig {
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+    cmdline: String,
+    memory: u64,
+    cpus: u8,
+    boot_mode: BootMode,
+    kvm_device: PathBuf,
+    disks: Vec<Disk>,
+    console: ConsoleKind,
+    timeout: Option<Duration>,
+    boot_timeout: Option<Duration>,
+    pit: bool,
+    acpi: bool,
+}
+
+impl VmConfig {
     /// Kernel image: ELF vmlinux (with or without PVH note) or bzImage.
-    pub kernel: PathBuf,
+    pub fn kernel(&self) -> &Path {
+        &self.kernel
+    }
     /// Optional initial ramdisk.
-    pub initrd: Option<PathBuf>,
-    /// Kernel command line.
-    pub cmdline: String,
+    pub fn initrd(&self) -> Option<&Path> {
+        self.initrd.as_deref()
+    }
+    /// Kernel command line (the `root=` and any appended part included;
+    /// the virtio-mmio device entries are the machine plan's).
+    pub fn cmdline(&self) -> &str {
+        &self.cmdline
+    }
     /// Guest memory in bytes (multiple of 4 KiB).
-    pub memory: u64,
+    pub fn memory(&self) -> u64 {
+        self.memory
+    }
     /// Number of vCPUs.
-    pub cpus: u8,
+    pub fn cpus(&self) -> u8 {
+        self.cpus
+    }
     /// Entry protocol choice.
-    pub boot_mode: BootMode,
+    pub fn boot_mode(&self) -> BootMode {
+        self.boot_mode
+    }
     /// KVM device node (normally `/dev/kvm`).
-    pub kvm_device: PathBuf,
-    /// virtio-block disks, in guest order (`/dev/vda`, `/dev/vdb`, ...).
-    pub disks: Vec<DiskConfig>,
+    pub fn kvm_device(&self) -> &Path {
+        &self.kvm_device
+    }
+    /// virtio-block disks, opened, in guest order (`/dev/vda`, ...).
+    pub fn disks(&self) -> &[Disk] {
+        &self.disks
+    }
     /// The guest's console (`--console`).
-    pub console: ConsoleKind,
+    pub fn console(&self) -> ConsoleKind {
+        self.console
+    }
     /// `--timeout`: stop the VM with [`crate::StopReason::Deadline`] after
     /// this long.
-    pub timeout: Option<std::time::Duration>,
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
     /// `--boot-timeout`: stop the VM with
     /// [`crate::StopReason::BootDeadline`] if the guest has not written the
     /// "booted" port after this long.
-    pub boot_timeout: Option<std::time::Duration>,
+    pub fn boot_timeout(&self) -> Option<Duration> {
+        self.boot_timeout
+    }
     /// `--pit`: create KVM's in-kernel i8254 PIT. Off by default: with the
     /// TSC-deadline timer and kvmclock Linux never uses it, and tearing it
     /// down costs milliseconds at exit; kernels that calibrate against the
     /// PIT (no kvmclock, no TSC-deadline timer) need it.
-    pub pit: bool,
+    pub fn pit(&self) -> bool {
+        self.pit
+    }
     /// Write the ACPI tables (RSDP, XSDT, FADT, MADT, DSDT; see
     /// [`crate::acpi`]); `--no-acpi` clears it. The MP table is written
     /// either way.
-    pub acpi: bool,
+    pub fn acpi(&self) -> bool {
+        self.acpi
+    }
+}
+
+/// A disk of a validated configuration: opened once, at validation, in its
+/// mode; the device uses this same file.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    /// What was asked for.
+    pub config: DiskConfig,
+    /// The open image.
+    pub file: Arc<File>,
+    /// Its size in bytes (a multiple of 512).
+    pub size: u64,
+}
+
+/// The inputs of a [`VmConfig`], set by a front end; [`VmConfigBuilder::build`]
+/// validates them all at once.
+#[derive(Debug, Clone)]
+pub struct VmConfigBuilder {
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+    cmdline: Option<String>,
+    append: Option<String>,
+    memory: u64,
+    cpus: u64,
+    boot_mode: BootMode,
+    kvm_device: PathBuf,
+    disks: Vec<DiskConfig>,
+    root: Root,
+    console: ConsoleKind,
+    timeout: Option<Duration>,
+    boot_timeout: Option<Duration>,
+    pit: bool,
+    acpi: bool,
+}
+
+impl VmConfigBuilder {
+    /// Defaults for everything but the kernel: 128 MiB, 1 vCPU, the
+    /// console's default command line, serial console, ACPI on, no PIT.
+    pub fn new(kernel: impl Into<PathBuf>) -> Self {
+        VmConfigBuilder {
+            kernel: kernel.into(),
+            initrd: None,
+            cmdline: None,
+            append: None,
+            memory: DEFAULT_MEMORY,
+            cpus: 1,
+            boot_mode: BootMode::Auto,
+            kvm_device: PathBuf::from(crate::kvm::KVM_PATH),
+            disks: Vec::new(),
+            root: Root::Auto,
+            console: ConsoleKind::Serial,
+            timeout: None,
+            boot_timeout: None,
+            pit: false,
+            acpi: true,
+        }
+    }
+    /// The initial ramdisk.
+    pub fn initrd(self, initrd: Option<PathBuf>) -> Self {
+        VmConfigBuilder { initrd, ..self }
+    }
+    /// The kernel command line (default: the console's,
+    /// [`ConsoleKind::default_cmdline`]).
+    pub fn cmdline(self, cmdline: Option<String>) -> Self {
+        VmConfigBuilder { cmdline, ..self }
+    }
+    /// Words appended to the command line after the `root=` (command
+    /// mode's command and share).
+    pub fn append(self, append: Option<String>) -> Self {
+        VmConfigBuilder { append, ..self }
+    }
+    /// Guest memory in bytes.
+    pub fn memory(self, memory: u64) -> Self {
+        VmConfigBuilder { memory, ..self }
+    }
+    /// vCPU count.
+    pub fn cpus(self, cpus: u64) -> Self {
+        VmConfigBuilder { cpus, ..self }
+    }
+    /// Entry protocol.
+    pub fn boot_mode(self, boot_mode: BootMode) -> Self {
+        VmConfigBuilder { boot_mode, ..self }
+    }
+    /// KVM device node.
+    pub fn kvm_device(self, kvm_device: PathBuf) -> Self {
+        VmConfigBuilder { kvm_device, ..self }
+    }
+    /// Adds a disk (after those already added).
+    pub fn disk(mut self, disk: DiskConfig) -> Self {
+        self.disks.push(disk);
+        self
+    }
+    /// The root device on the command line: see [`Root`].
+    pub fn root(self, root: Root) -> Self {
+        VmConfigBuilder { root, ..self }
+    }
+    /// The console.
+    pub fn console(self, console: ConsoleKind) -> Self {
+        VmConfigBuilder { console, ..self }
+    }
+    /// `--timeout`.
+    pub fn timeout(self, timeout: Option<Duration>) -> Self {
+        VmConfigBuilder { timeout, ..self }
+    }
+    /// `--boot-timeout`.
+    pub fn boot_timeout(self, boot_timeout: Option<Duration>) -> Self {
+        VmConfigBuilder {
+            boot_timeout,
+            ..self
+        }
+    }
+    /// `--pit`.
+    pub fn pit(self, pit: bool) -> Self {
+        VmConfigBuilder { pit, ..self }
+    }
+    /// ACPI tables on (default) or off (`--no-acpi`).
+    pub fn acpi(self, acpi: bool) -> Self {
+        VmConfigBuilder { acpi, ..self }
+    }
+
+    /// Disks added so far.
+    pub fn disk_count(&self) -> usize {
+        self.disks.len()
+    }
+
+    /// Most disks the configuration can take: the virtio-mmio slots the
+    /// console does not.
+    pub fn max_disks(&self) -> usize {
+        layout::MAX_VIRTIO_DEVICES - self.console.virtio_slots()
+    }
+
+    /// Checks everything that can be checked without KVM (sizes, vCPU
+    /// count, the command line, that the kernel and initrd are readable
+    /// files, that each disk opens in its mode with a size that is a
+    /// multiple of 512) and builds the configuration. Each disk is opened
+    /// here, once.
+    pub fn build(self) -> Result<VmConfig, Error> {
+        check_file("kernel", &self.kernel)?;
+        if let Some(path) = &self.initrd {
+            check_file("initrd", path)?;
+        }
+        let memory = check_memory(self.memory)?;
+        let cpus = match u8::try_from(self.cpus) {
+            Ok(n) if (1..=layout::MAX_VCPUS).contains(&n) => n,
+            _ => {
+                return Err(Error::Cpus {
+                    got: self.cpus,
+                    max: layout::MAX_VCPUS,
+                })
+            }
+        };
+        if self.disks.len() > self.max_disks() {
+            return Err(Error::TooManyDisks {
+                got: self.disks.len(),
+                max: self.max_disks(),
+            });
+        }
+        let mut cmdline = self
+            .cmdline
+            .clone()
+            .unwrap_or_else(|| self.console.default_cmdline().to_string());
+        check_cmdline(&cmdline)?;
+        if let Some(dev) = root_device(&cmdline, &self.root, !self.disks.is_empty())? {
+            cmdline = format!("{cmdline} root={dev} rw").trim_start().to_string();
+        }
+        if let Some(extra) = &self.append {
+            cmdline = format!("{cmdline} {extra}").trim().to_string();
+        }
+        check_cmdline(&cmdline)?;
+        let disks = self
+            .disks
+            .into_iter()
+            .map(|config| {
+                let (file, size) =
+                    crate::devices::virtio::block::open_disk(&config.path, config.readonly)
+                        .map_err(Error::Disk)?;
+                Ok(Disk {
+                    config,
+                    file: Arc::new(file),
+                    size,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(VmConfig {
+            kernel: self.kernel,
+            initrd: self.initrd,
+            cmdline,
+            memory,
+            cpus,
+            boot_mode: self.boot_mode,
+            kvm_device: self.kvm_device,
+            disks,
+            console: self.console,
+            timeout: self.timeout,
+            boot_timeout: self.boot_timeout,
+            pit: self.pit,
+            acpi: self.acpi,
+        })
+    }
+}
+
+fn check_cmdline(cmdline: &str) -> Result<(), Error> {
+    linux_loader::cmdline::Cmdline::try_from(cmdline, layout::CMDLINE_MAX_SIZE)
+        .map(|_| ())
+        .map_err(Error::Cmdline)
+}
+
+/// The `root=` device to add to `cmdline`, if any: see [`Root`].
+fn root_device(cmdline: &str, root: &Root, has_disks: bool) -> Result<Option<String>, Error> {
+    let has_root = cmdline.split_whitespace().any(|w| w.starts_with("root="));
+    Ok(match root {
+        Root::Auto if has_disks && !has_root => Some("/dev/vda".to_string()),
+        Root::Device(dev) if has_root => return Err(Error::RootConflict(dev.clone())),
+        Root::Device(dev) => Some(dev.clone()),
+        Root::Auto | Root::None => None,
+    })
 }
 
 /// One `--disk PATH[,readonly][,id=NAME]`.
@@ -263,97 +529,6 @@ impl std::str::FromStr for Root {
             "none" => Root::None,
             dev => Root::Device(dev.to_string()),
         })
-    }
-}
-
-impl VmConfig {
-    /// Validates the raw inputs and builds a configuration.
-    pub fn new(
-        kernel: PathBuf,
-        initrd: Option<PathBuf>,
-        cmdline: Option<String>,
-        memory: u64,
-        cpus: u64,
-        boot_mode: BootMode,
-    ) -> Result<Self, Error> {
-        check_file("kernel", &kernel)?;
-        if let Some(path) = &initrd {
-            check_file("initrd", path)?;
-        }
-        let memory = check_memory(memory)?;
-        let cpus = match u8::try_from(cpus) {
-            Ok(n) if (1..=layout::MAX_VCPUS).contains(&n) => n,
-            _ => {
-                return Err(Error::Cpus {
-                    got: cpus,
-                    max: layout::MAX_VCPUS,
-                })
-            }
-        };
-        let cmdline = cmdline.unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
-        linux_loader::cmdline::Cmdline::try_from(&cmdline, layout::CMDLINE_MAX_SIZE)
-            .map_err(Error::Cmdline)?;
-        Ok(VmConfig {
-            kernel,
-            initrd,
-            cmdline,
-            memory,
-            cpus,
-            boot_mode,
-            kvm_device: PathBuf::from(crate::kvm::KVM_PATH),
-            disks: Vec::new(),
-            console: ConsoleKind::Serial,
-            timeout: None,
-            boot_timeout: None,
-            pit: false,
-            acpi: true,
-        })
-    }
-
-    /// Sets the console. Call it before [`VmConfig::with_disks`]: a
-    /// virtio console takes a virtio-mmio slot from the disks.
-    pub fn with_console(self, console: ConsoleKind) -> Self {
-        VmConfig { console, ..self }
-    }
-
-    /// Most disks this configuration can have: the virtio-mmio slots the
-    /// console does not take.
-    pub fn max_disks(&self) -> usize {
-        layout::MAX_VIRTIO_DEVICES - self.console.virtio_slots()
-    }
-
-    /// Adds virtio-block disks (checking that each opens in its mode and
-    /// has a size that is a multiple of 512) and the root device on the
-    /// command line: see [`Root`].
-    pub fn with_disks(mut self, disks: Vec<DiskConfig>, root: Root) -> Result<Self, Error> {
-        if disks.len() > self.max_disks() {
-            return Err(Error::TooManyDisks {
-                got: disks.len(),
-                max: self.max_disks(),
-            });
-        }
-        for d in &disks {
-            crate::devices::virtio::block::open_disk(&d.path, d.readonly).map_err(Error::Disk)?;
-        }
-        let has_root = self
-            .cmdline
-            .split_whitespace()
-            .any(|w| w.starts_with("root="));
-        let device = match root {
-            Root::Auto if !disks.is_empty() && !has_root => Some("/dev/vda".to_string()),
-            Root::Device(dev) if has_root => return Err(Error::RootConflict(dev)),
-            Root::Device(dev) => Some(dev),
-            Root::Auto | Root::None => None,
-        };
-        if let Some(dev) = device {
-            self.cmdline = format!("{} root={dev} rw", self.cmdline)
-                .trim_start()
-                .to_string();
-            linux_loader::cmdline::Cmdline::try_from(&self.cmdline, layout::CMDLINE_MAX_SIZE)
-                .map_err(Error::Cmdline)?;
-        }
-        self.disks = disks;
-        Ok(self)
     }
 }
 
@@ -442,13 +617,17 @@ mod tests {
         assert!(parse_size("18446744073709551615G").is_err());
     }
 
+    fn builder() -> VmConfigBuilder {
+        VmConfigBuilder::new(kernel_file())
+    }
+
     #[test]
     fn validation() {
-        let ok = |mem, cpus| VmConfig::new(kernel_file(), None, None, mem, cpus, BootMode::Auto);
+        let ok = |mem, cpus| builder().memory(mem).cpus(cpus).build();
         let c = ok(DEFAULT_MEMORY, 1).unwrap();
-        assert_eq!(c.cmdline, DEFAULT_CMDLINE);
-        assert!(c.acpi, "ACPI tables are on by default");
-        assert_eq!(c.cpus, 1);
+        assert_eq!(c.cmdline(), DEFAULT_CMDLINE);
+        assert!(c.acpi(), "ACPI tables are on by default");
+        assert_eq!(c.cpus(), 1);
         assert!(ok(64 << 20, 254).is_ok());
         assert!(ok(16 << 30, 16).is_ok());
         assert!(matches!(ok(63 << 20, 1), Err(Error::MemoryTooSmall { .. })));
@@ -463,44 +642,34 @@ mod tests {
             ok(DEFAULT_MEMORY, 1 << 40),
             Err(Error::Cpus { .. })
         ));
+        let virtio = builder().console(ConsoleKind::Virtio).build().unwrap();
+        assert_eq!(virtio.cmdline(), DEFAULT_CMDLINE_VIRTIO);
     }
 
     #[test]
     fn bad_files() {
-        let r = VmConfig::new(
-            "/nonexistent/vmlinux".into(),
-            None,
-            None,
-            DEFAULT_MEMORY,
-            1,
-            BootMode::Auto,
-        );
+        let r = VmConfigBuilder::new("/nonexistent/vmlinux").build();
         assert!(matches!(r, Err(Error::Unreadable { what: "kernel", .. })));
-        let r = VmConfig::new("/".into(), None, None, DEFAULT_MEMORY, 1, BootMode::Auto);
+        let r = VmConfigBuilder::new("/").build();
         assert!(matches!(r, Err(Error::NotAFile { .. })));
-        let r = VmConfig::new(
-            kernel_file(),
-            Some("/nonexistent/initrd".into()),
-            None,
-            DEFAULT_MEMORY,
-            1,
-            BootMode::Auto,
-        );
+        let r = builder().initrd(Some("/nonexistent/initrd".into())).build();
         assert!(matches!(r, Err(Error::Unreadable { what: "initrd", .. })));
     }
 
     #[test]
     fn cmdline_checked() {
         let long = "x".repeat(layout::CMDLINE_MAX_SIZE + 1);
-        let r = VmConfig::new(
-            kernel_file(),
-            None,
-            Some(long),
-            DEFAULT_MEMORY,
-            1,
-            BootMode::Auto,
-        );
+        let r = builder().cmdline(Some(long)).build();
         assert!(matches!(r, Err(Error::Cmdline(_))));
+        let half = "x".repeat(layout::CMDLINE_MAX_SIZE / 2 + 1);
+        let r = builder()
+            .cmdline(Some(half.clone()))
+            .append(Some(half))
+            .build();
+        assert!(
+            matches!(r, Err(Error::Cmdline(_))),
+            "the appended part counts"
+        );
     }
 
     #[test]
@@ -548,38 +717,46 @@ mod tests {
             readonly: true,
             id: None,
         };
-        let base = |cmdline: &str| {
-            VmConfig::new(
-                kernel_file(),
-                None,
-                Some(cmdline.into()),
-                DEFAULT_MEMORY,
-                1,
-                BootMode::Auto,
-            )
-            .unwrap()
-        };
-        let c = base("console=ttyS0").with_disks(vec![disk()], Root::Auto);
-        assert_eq!(c.unwrap().cmdline, "console=ttyS0 root=/dev/vda rw");
-        let c = base("root=/dev/sda1").with_disks(vec![disk()], Root::Auto);
-        assert_eq!(c.unwrap().cmdline, "root=/dev/sda1");
-        let c = base("quiet").with_disks(vec![], Root::Auto);
-        assert_eq!(c.unwrap().cmdline, "quiet");
-        let c = base("quiet").with_disks(vec![disk(), disk()], Root::Device("/dev/vdb".into()));
-        assert_eq!(c.unwrap().cmdline, "quiet root=/dev/vdb rw");
-        let c = base("quiet").with_disks(vec![disk()], Root::None);
-        assert_eq!(c.unwrap().cmdline, "quiet");
-        let c = base("root=/dev/sda").with_disks(vec![disk()], Root::Device("/dev/vda".into()));
+        let base = |cmdline: &str| builder().cmdline(Some(cmdline.into()));
+        let c = base("console=ttyS0").disk(disk()).build().unwrap();
+        assert_eq!(c.cmdline(), "console=ttyS0 root=/dev/vda rw");
+        assert_eq!(c.disks().len(), 1);
+        assert_eq!(c.disks()[0].size, 1024);
+        let c = base("root=/dev/sda1").disk(disk()).build().unwrap();
+        assert_eq!(c.cmdline(), "root=/dev/sda1");
+        let c = base("quiet").build().unwrap();
+        assert_eq!(c.cmdline(), "quiet");
+        let c = base("quiet")
+            .disk(disk())
+            .disk(disk())
+            .root(Root::Device("/dev/vdb".into()))
+            .build()
+            .unwrap();
+        assert_eq!(c.cmdline(), "quiet root=/dev/vdb rw");
+        let c = base("quiet").disk(disk()).root(Root::None).build().unwrap();
+        assert_eq!(c.cmdline(), "quiet");
+        let c = base("quiet")
+            .disk(disk())
+            .append(Some("ember.cmd=x".into()))
+            .build()
+            .unwrap();
+        assert_eq!(c.cmdline(), "quiet root=/dev/vda rw ember.cmd=x");
+        let c = base("root=/dev/sda")
+            .disk(disk())
+            .root(Root::Device("/dev/vda".into()))
+            .build();
         assert!(matches!(c, Err(Error::RootConflict(_))));
-        let c = base("").with_disks(
-            vec![DiskConfig {
-                path: "/nonexistent".into(),
-                readonly: true,
-                id: None,
-            }],
-            Root::Auto,
-        );
-        assert!(matches!(c, Err(Error::Disk(_))));
+        let c = base("").disk(DiskConfig {
+            path: "/nonexistent".into(),
+            readonly: true,
+            id: None,
+        });
+        assert!(matches!(c.build(), Err(Error::Disk(_))));
+        let mut many = base("");
+        for _ in 0..=layout::MAX_VIRTIO_DEVICES {
+            many = many.disk(disk());
+        }
+        assert!(matches!(many.build(), Err(Error::TooManyDisks { .. })));
         let _ = std::fs::remove_file(&img);
     }
 }

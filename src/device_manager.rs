@@ -1,39 +1,37 @@
 //! Device wiring: creates the legacy devices, connects their interrupts
 //! (irqfd on the in-kernel IOAPIC) and places them on the buses.
 //!
-//! virtio-mmio devices: [`VirtioSlot`] gives device `i` its 4 KiB window
-//! at [`crate::layout::MMIO_DEVICES_START`]` + i * 4 KiB`, its IRQ
-//! [`crate::layout::VIRTIO_IRQ_BASE`]` + i` and its command-line entry;
-//! [`register_virtio_mmio`] does the wiring (ioeventfd per queue, irqfd,
-//! bus insert); [`create_disks`] builds the virtio-block devices in slots
-//! `0..disks`, and [`create_virtio_console`] the virtio console
-//! (`--console virtio`) in the slot after them, so the disks keep their
-//! `/dev/vda`... names. The command-line entries are added by
-//! [`virtio_cmdline`] before the kernel is loaded (which happens before KVM
-//! is opened), from the same slots.
+//! virtio-mmio devices: [`create_virtio_devices`] creates the device of
+//! each slot of the machine plan ([`crate::plan::DeviceSlot`]: window, IRQ,
+//! kind; the same slots gave the command line and the DSDT their entries)
+//! and [`register_virtio_mmio`] wires it (ioeventfd per queue, irqfd, bus
+//! insert). A new kind of device: a [`crate::plan::DeviceKind`] variant
+//! and an arm here.
 
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::{DiskConfig, VmConfig};
+use crate::config::Disk;
 use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::bus::{self, Bus, Quiet};
-use crate::devices::exit_status::{Booted, ExitStatus};
+use crate::devices::exit_status::ExitStatus;
 use crate::devices::i8042::I8042;
-use crate::devices::serial::{ConsoleOut, ConsoleTail, SerialDevice};
-use crate::devices::virtio::block::{self, Block, BlockHandler};
-use crate::devices::virtio::console::{self, Console, ConsoleHandler};
+use crate::devices::output::ConsoleOut;
+use crate::devices::serial::SerialDevice;
+use crate::devices::virtio::block::{self, Block};
+use crate::devices::virtio::console::{self, Console};
 use crate::devices::virtio::mmio::{self, MmioTransport};
 use crate::devices::virtio::{Interrupt, VirtioDevice};
-use crate::event_loop::ExitEvent;
+use crate::exit::{Booted, ExitEvent};
+use crate::layout::VIRTIO_MMIO_SIZE;
 use crate::layout::{ACPI_PM_PORT, ACPI_PM_SIZE, EXIT_STATUS_PORT, EXIT_STATUS_SIZE};
 use crate::layout::{BOOT_TIMER_MMIO_ADDR, BOOT_TIMER_MMIO_SIZE, BOOT_TIMER_PORT};
 use crate::layout::{COM1_IRQ, COM1_PORT, COM1_SIZE, I8042_PORT, I8042_SIZE, QUIET_PORTS};
-use crate::layout::{MMIO_DEVICES_START, VIRTIO_IRQ_BASE, VIRTIO_MMIO_SIZE};
 use crate::memory::GuestMemoryMmap;
+use crate::plan::{DeviceKind, DeviceSlot, MachinePlan};
 use crate::timeline::Timeline;
 use crate::vcpu::exit::Buses;
 use kvm_ioctls::IoEventAddress;
@@ -59,6 +57,9 @@ pub enum Error {
     /// The virtio console cannot be created.
     #[error(transparent)]
     Console(#[from] console::Error),
+    /// The plan names a disk the config does not have (a bug).
+    #[error("the machine plan names disk {0}, which the configuration does not have")]
+    NoSuchDisk(usize),
 }
 
 /// The legacy devices and the buses holding them.
@@ -87,7 +88,7 @@ pub fn create_legacy_devices(
     vm: &VmFd,
     exit: &ExitEvent,
     timeline: &Timeline,
-    console: ConsoleTail,
+    out: &ConsoleOut,
 ) -> Result<Devices, Error> {
     let irq = eventfd()?;
     vm.register_irqfd(&irq, COM1_IRQ)
@@ -96,10 +97,7 @@ pub fn create_legacy_devices(
     let serial = Arc::new(Mutex::new(SerialDevice::new(
         irq,
         rx_ready.try_clone().map_err(Error::EventFd)?,
-        Box::new(ConsoleOut {
-            timeline: timeline.clone(),
-            tail: console,
-        }),
+        Box::new(out.clone()),
     )));
 
     let booted = Booted::default();
@@ -143,69 +141,13 @@ pub fn create_legacy_devices(
     })
 }
 
-/// The MMIO window, IRQ and command-line entry of virtio-mmio device `index`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VirtioSlot {
-    /// Base guest-physical address of the 4 KiB register window.
-    pub addr: u64,
-    /// IOAPIC pin / GSI.
-    pub irq: u32,
-}
-
-impl VirtioSlot {
-    /// Slot `index` (0-based, in device creation order).
-    pub fn new(index: usize) -> Self {
-        VirtioSlot {
-            addr: MMIO_DEVICES_START + index as u64 * VIRTIO_MMIO_SIZE,
-            irq: VIRTIO_IRQ_BASE + index as u32,
-        }
-    }
-
-    /// `virtio_mmio.device=4K@0xADDR:IRQ` (Linux
-    /// `drivers/virtio/virtio_mmio.c`, `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`).
-    pub fn cmdline_entry(&self) -> String {
-        format!(
-            "virtio_mmio.device={}K@{:#x}:{}",
-            VIRTIO_MMIO_SIZE >> 10,
-            self.addr,
-            self.irq
-        )
-    }
-}
-
-/// The virtio-mmio slots of `config`'s devices: one per disk, slots
-/// `0..`, in the order [`create_disks`] fills them, then the virtio
-/// console's ([`create_virtio_console`]) if any. The command line
-/// ([`virtio_cmdline`]) and the ACPI DSDT ([`crate::acpi`]) both announce
-/// these.
-pub fn virtio_slots(config: &VmConfig) -> Vec<VirtioSlot> {
-    (0..config.disks.len() + config.console.virtio_slots())
-        .map(VirtioSlot::new)
-        .collect()
-}
-
-/// `config` with the command-line entries of its virtio-mmio devices
-/// ([`virtio_slots`]) appended. They stay when the ACPI DSDT announces the
-/// same devices: see `docs/ACPI.md` for why that is safe.
-pub fn virtio_cmdline(config: &VmConfig) -> VmConfig {
-    let mut cmdline = config.cmdline.clone();
-    for slot in virtio_slots(config) {
-        cmdline.push(' ');
-        cmdline.push_str(&slot.cmdline_entry());
-    }
-    VmConfig {
-        cmdline: cmdline.trim_start().to_string(),
-        ..config.clone()
-    }
-}
-
 /// Wires a virtio device into the VM at `slot`: an ioeventfd on
 /// `QueueNotify` for each queue (datamatch = queue index), the irqfd of
 /// `interrupt` on the slot's GSI, and the transport on the MMIO bus.
 pub fn register_virtio_mmio(
     vm: &VmFd,
     mmio: &mut Bus,
-    slot: VirtioSlot,
+    slot: &DeviceSlot,
     device: Arc<Mutex<dyn VirtioDevice>>,
     interrupt: Arc<Interrupt>,
 ) -> Result<(), Error> {
@@ -226,126 +168,92 @@ pub fn register_virtio_mmio(
     Ok(())
 }
 
-/// Creates one virtio-block device per disk in slots `0..` (the order
-/// [`virtio_cmdline`] announced) and returns their event-loop handlers.
-pub fn create_disks(
-    vm: &VmFd,
-    mem: &Arc<GuestMemoryMmap>,
-    mmio: &mut Bus,
-    disks: &[DiskConfig],
-) -> Result<Vec<BlockHandler>, Error> {
-    let mut handlers = Vec::with_capacity(disks.len());
-    for (i, disk) in disks.iter().enumerate() {
-        let (file, size) = block::open_disk(&disk.path, disk.readonly)?;
-        let id = disk.id.clone().unwrap_or_else(|| block::default_id(&file));
-        let interrupt = Arc::new(Interrupt::new(eventfd()?));
-        let dev = Arc::new(Mutex::new(Block::new(
-            file,
-            size,
-            disk.readonly,
-            &id,
-            mem.clone(),
-            interrupt.clone(),
-        )?));
-        register_virtio_mmio(vm, mmio, VirtioSlot::new(i), dev.clone(), interrupt)?;
-        handlers.push(BlockHandler::new(dev));
-    }
-    Ok(handlers)
+/// A created virtio device, for its queue thread.
+#[derive(Debug)]
+pub struct VirtioEntry {
+    /// The queue thread's name (`ember-vda`, `ember-hvc0`).
+    pub name: String,
+    /// The device.
+    pub device: Arc<Mutex<dyn VirtioDevice>>,
 }
 
-/// The virtio console (`--console virtio`): a [`Console`] writing to
-/// `out`, in slot `slot` (the one after the disks, as [`virtio_cmdline`]
-/// announced). Returns the device, for the stdin forwarder and the final
-/// output flush, and its event-loop handler.
-pub fn create_virtio_console(
+impl std::fmt::Debug for dyn VirtioDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "virtio device {}", self.device_type())
+    }
+}
+
+/// The virtio devices of a VM, one per slot of its machine plan.
+#[derive(Debug, Default)]
+pub struct VirtioDevices {
+    /// Every device, in slot order.
+    pub devices: Vec<VirtioEntry>,
+    /// The virtio console, if any (for stdin and the final flush).
+    pub console: Option<Arc<Mutex<Console>>>,
+}
+
+/// Creates the device of every slot of `plan`, in slot order: a
+/// virtio-block device for each disk of `disks` (opened by the config)
+/// and the virtio console writing to `out`.
+pub fn create_virtio_devices(
     vm: &VmFd,
     mem: &Arc<GuestMemoryMmap>,
     mmio: &mut Bus,
-    slot: usize,
-    out: ConsoleOut,
-) -> Result<(Arc<Mutex<Console>>, ConsoleHandler), Error> {
-    let interrupt = Arc::new(Interrupt::new(eventfd()?));
-    let dev = Arc::new(Mutex::new(Console::new(
-        mem.clone(),
-        interrupt.clone(),
-        Box::new(out),
-    )?));
-    register_virtio_mmio(vm, mmio, VirtioSlot::new(slot), dev.clone(), interrupt)?;
-    Ok((dev.clone(), ConsoleHandler::new(dev)))
+    plan: &MachinePlan,
+    disks: &[Disk],
+    out: &ConsoleOut,
+) -> Result<VirtioDevices, Error> {
+    let mut created = VirtioDevices::default();
+    for slot in plan.slots() {
+        let interrupt = Arc::new(Interrupt::new(eventfd()?));
+        let (name, device): (String, Arc<Mutex<dyn VirtioDevice>>) = match slot.kind {
+            DeviceKind::Block { disk } => {
+                let d = disks.get(disk).ok_or(Error::NoSuchDisk(disk))?;
+                let id = d
+                    .config
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| block::default_id(&d.file));
+                let dev = Block::new(
+                    d.file.clone(),
+                    d.size,
+                    d.config.readonly,
+                    &id,
+                    mem.clone(),
+                    interrupt.clone(),
+                )?;
+                let name = format!("ember-vd{}", (b'a' + disk as u8) as char);
+                (name, Arc::new(Mutex::new(dev)))
+            }
+            DeviceKind::Console => {
+                let dev = Console::new(mem.clone(), interrupt.clone(), Box::new(out.clone()))?;
+                let dev = Arc::new(Mutex::new(dev));
+                created.console = Some(dev.clone());
+                ("ember-hvc0".to_string(), dev)
+            }
+        };
+        register_virtio_mmio(vm, mmio, slot, device.clone(), interrupt)?;
+        created.devices.push(VirtioEntry { name, device });
+    }
+    Ok(created)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::boot::mptable;
-    use crate::layout::{IOAPIC_NUM_PINS, MAX_VIRTIO_DEVICES, MMIO_GAP_END, MPTABLE_START};
-
-    #[test]
-    fn virtio_slots() {
-        assert_eq!(
-            VirtioSlot::new(0).cmdline_entry(),
-            "virtio_mmio.device=4K@0xd0000000:5"
-        );
-        assert_eq!(
-            VirtioSlot::new(2).cmdline_entry(),
-            "virtio_mmio.device=4K@0xd0002000:7"
-        );
-        let last = VirtioSlot::new(MAX_VIRTIO_DEVICES - 1);
-        assert_eq!(last.irq, u32::from(IOAPIC_NUM_PINS) - 1);
-        assert!(last.addr + VIRTIO_MMIO_SIZE <= MMIO_GAP_END);
-        assert!(last.addr + VIRTIO_MMIO_SIZE <= u64::from(crate::layout::IOAPIC_ADDR));
-    }
-
-    #[test]
-    fn the_virtio_console_follows_the_disks() {
-        let kernel = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        let base = VmConfig::new(
-            kernel,
-            None,
-            Some("quiet".into()),
-            crate::config::DEFAULT_MEMORY,
-            1,
-            crate::config::BootMode::Auto,
-        )
-        .unwrap();
-        let disk = DiskConfig {
-            path: "/a.img".into(),
-            readonly: true,
-            id: None,
-        };
-        let two = VmConfig {
-            disks: vec![disk.clone(), disk],
-            ..base.clone()
-        };
-        assert_eq!(
-            virtio_cmdline(&two).cmdline,
-            "quiet virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
-        );
-        assert_eq!(two.max_disks(), MAX_VIRTIO_DEVICES);
-        let with_console = two.with_console(crate::config::ConsoleKind::Virtio);
-        assert_eq!(
-            virtio_cmdline(&with_console).cmdline,
-            "quiet virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 \
-             virtio_mmio.device=4K@0xd0002000:7"
-        );
-        assert_eq!(with_console.max_disks(), MAX_VIRTIO_DEVICES - 1);
-        let alone = base.with_console("virtio".parse().unwrap());
-        assert_eq!(
-            virtio_cmdline(&alone).cmdline,
-            "quiet virtio_mmio.device=4K@0xd0000000:5"
-        );
-    }
+    use crate::layout::{MAX_VIRTIO_DEVICES, MPTABLE_START};
+    use crate::plan::{DeviceKind, DeviceSlot, Topology};
 
     #[test]
     fn mp_table_routes_every_virtio_irq() {
         // Each virtio IRQ has an I/O interrupt entry (type 3) on the ISA
         // bus with conforming (edge, active-high) flags to the same pin.
-        let t = mptable::build(1, MPTABLE_START);
+        let t = mptable::build(Topology::new(1), MPTABLE_START);
         let entries = &t[mptable::FLOATING_POINTER_SIZE
             + mptable::HEADER_SIZE
             + mptable::PROCESSOR_ENTRY_SIZE..];
         for i in 0..MAX_VIRTIO_DEVICES {
-            let irq = VirtioSlot::new(i).irq as u8;
+            let irq = DeviceSlot::new(i, DeviceKind::Console).irq as u8;
             let found = entries.chunks(mptable::SMALL_ENTRY_SIZE).any(|e| {
                 e[0] == 3
                     && e[1] == 0

@@ -1,34 +1,54 @@
 //! ember: a KVM-based micro virtual machine monitor.
 //!
+//! # Layers
+//!
+//! Modules only import from their own layer or the ones below
+//! (`tests/layers.rs` checks it, and that there is no import cycle):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | front ends | [`cli`] (`main.rs` calls [`cli::main`]), [`command`], [`share`], [`mod@bench`] |
+//! | the VM | [`vm`] (the [`Vm`] object and its states), [`event_loop`], [`stdin`], [`terminal`], [`device_manager`] |
+//! | machine parts | [`devices`], [`boot`], [`acpi`], [`vcpu`] |
+//! | facts | [`plan`] (the machine plan), [`config`] (the validated config) |
+//! | base | [`memory`], [`layout`], [`kvm`], [`exit`] (stop reasons, the exit event), [`signal`], [`timeline`] |
+//!
 //! # Code map (boot order)
 //!
 //! | Step | Where |
 //! |---|---|
-//! | CLI → [`config::VmConfig`] | `main.rs`, [`config::VmConfig::new`], [`config::parse_size`] |
-//! | entry point | [`run`] → [`vmm::run`] |
+//! | CLI → builder → validated [`config::VmConfig`] | [`cli`], [`config::VmConfigBuilder::build`], [`config::parse_size`] |
+//! | the machine plan: topology, device slots, command line, memory map | [`plan::MachinePlan::new`] |
+//! | entry point | [`run`] → [`vm::run`]: [`Vm::build`] → [`Vm::start`] → [`Vm::wait`] |
+//! | stop signals and `SIGIO` blocked before any thread | [`signal::SignalFd`] |
 //! | `/dev/kvm`, capabilities, PVM detection | [`kvm::open`], [`kvm::flavour`] |
 //! | guest RAM around the MMIO gap, KVM slots | [`memory::create`], [`memory::register`] |
 //! | every address, IRQ and port | [`layout`] |
 //! | kernel, initrd, command line | [`boot::load`] |
-//! | kernel and initrd pages mapped from their files, under a read lease | [`boot::file_map`], [`boot::lease`] |
+//! | kernel and initrd pages mapped from their files, under a read lease | [`boot::file_map`], [`boot::lease`], [`vm::lease`] |
 //! | zero page and e820 (64-bit Linux boot) | [`boot::params`] |
 //! | PVH start info and memmap | [`boot::pvh`] |
 //! | MP table (all vCPUs, IOAPIC, IRQs) | [`boot::mptable`] |
 //! | ACPI tables: RSDP, XSDT, FADT, MADT, DSDT (`--no-acpi` skips) | [`acpi::write()`], [`acpi::fadt`], [`acpi::madt`], [`acpi::dsdt`] |
 //! | GDT, page tables, registers, FPU | [`vcpu::gdt`], [`vcpu::paging`], [`vcpu::regs`] |
 //! | CPUID, MSRs, LAPIC LINT0/1 | [`vcpu::cpuid`], [`vcpu::msrs`], [`vcpu::lapic`] |
+//! | console output: bounded buffer, stdout thread, back-pressure | [`devices::output`] |
 //! | COM1, i8042, ACPI sleep/reset registers, quiet ports on the buses | [`device_manager::create_legacy_devices`], [`devices`] |
 //! | in-kernel 8259 PICs masked at creation | [`devices::pic::mask_all`] |
-//! | virtio-block disks: slots, ioeventfd, irqfd, cmdline | [`device_manager::create_disks`], [`device_manager::register_virtio_mmio`], [`devices::virtio`] |
+//! | virtio devices of the plan's slots: ioeventfd, irqfd, bus | [`device_manager::create_virtio_devices`], [`device_manager::register_virtio_mmio`] |
+//! | the virtio device core, queue serving with a budget | [`devices::virtio`], [`devices::virtio::serve_queue`] |
+//! | a thread per virtio device | [`devices::virtio::worker`] |
+//! | virtio-block, virtio-console | [`devices::virtio::block`], [`devices::virtio::console`] |
 //! | vCPU threads, run state, kick, pause | [`vcpu::create`], [`vcpu::Vcpu::start`], [`vcpu::control`] |
 //! | one pure exit handler | [`vcpu::exit::handle_exit`] |
-//! | virtio-console (`--console virtio`): slot after the disks, hvc0 | [`device_manager::create_virtio_console`], [`devices::virtio::console`] |
-//! | exit event, signals | [`event_loop`] |
+//! | pause / resume, stop with a deadline | [`Vm::pause`], [`Vm::resume`], [`Vm::stop`] |
+//! | exit event, stop reasons | [`exit`] |
+//! | event loop, signals, deadlines | [`event_loop`] |
 //! | stdin → UART FIFO or virtio-console receiveq, bounded | [`stdin`] |
 //! | raw terminal, restored on every path | [`terminal`] |
 //! | boot timeline (`--boot-timer`), boot-timer device | [`timeline`], [`devices::boot_timer`] |
-//! | `ember bench`: N boots as child processes, statistics | `bench.rs` (binary) |
-//! | exit-status port, `--timeout`, panic detection | [`devices::exit_status`], [`event_loop::Deadline`], [`devices::serial::ConsoleTail`] |
+//! | `ember bench`: N boots as child processes, statistics | [`mod@bench`] |
+//! | exit-status port, `--timeout`, panic detection | [`devices::exit_status`], [`event_loop::Deadline`], [`devices::output::ConsoleTail`] |
 //! | `-- CMD`: argv on the command line, default guest | [`command`] |
 //! | `--share DIR[,rw]`: ext4 image in, changes back out | [`share`] |
 //!
@@ -45,25 +65,29 @@
 pub mod acpi;
 pub mod bench;
 pub mod boot;
+pub mod cli;
 pub mod command;
 pub mod config;
 pub mod device_manager;
 pub mod devices;
 pub mod event_loop;
+pub mod exit;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod plan;
 pub mod share;
+pub mod signal;
 pub mod stdin;
 pub mod terminal;
 pub mod timeline;
 pub mod vcpu;
-pub mod vmm;
+pub mod vm;
 
 pub use config::VmConfig;
-pub use event_loop::StopReason;
+pub use exit::StopReason;
 pub use timeline::Timeline;
-pub use vmm::{Error, Outcome};
+pub use vm::{Error, Outcome, Vm};
 
 /// Exit status: the guest reset, rebooted, powered off or triple-faulted.
 pub const EXIT_OK: u8 = 0;
@@ -75,7 +99,7 @@ pub const EXIT_VM_FAILURE: u8 = 2;
 /// Boots the VM and runs it until it stops, marking the boot phases on
 /// `timeline`; returns why it stopped and the console's tail.
 pub fn run(config: &VmConfig, timeline: &Timeline) -> Result<Outcome, Error> {
-    vmm::run(config, timeline)
+    vm::run(config, timeline)
 }
 
 /// The process exit status for a stop reason; `command` is true when a

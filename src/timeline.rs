@@ -10,7 +10,7 @@
 //! tiny guest.
 //!
 //! A [`Timeline`] is a cheap handle (an `Arc`) passed to whoever marks a
-//! phase: `main`, [`crate::vmm::run`], the vCPU threads, the serial console
+//! phase: `main`, [`crate::vm::run`], the vCPU threads, the serial console
 //! and the boot-timer device. No global state. Each phase keeps its first
 //! mark.
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ember::acpi::{self, Platform};
-use ember::device_manager::VirtioSlot;
+use ember::plan::{DeviceKind, DeviceSlot, Topology};
 
 /// iasl's path, or `None` when skipping was asked for.
 fn iasl() -> Option<PathBuf> {
@@ -66,9 +66,11 @@ fn iasl_disassembles_every_table() {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("acpi-iasl-{cpus}-{disks}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let slots: Vec<VirtioSlot> = (0..disks).map(VirtioSlot::new).collect();
+        let slots: Vec<DeviceSlot> = (0..disks)
+            .map(|i| DeviceSlot::new(i, DeviceKind::Block { disk: i }))
+            .collect();
         let tables = acpi::build(&Platform {
-            cpus,
+            topology: Topology::new(cpus),
             virtio: &slots,
         })
         .unwrap();

@@ -27,9 +27,9 @@ use acpi_tables::sdt::Sdt;
 use acpi_tables::Aml;
 
 use super::{to_bytes, Error, OEM_ID, OEM_REVISION};
-use crate::device_manager::VirtioSlot;
 use crate::devices::acpi_pm::S5_SLEEP_TYPE;
 use crate::layout::{COM1_IRQ, COM1_PORT, COM1_SIZE, I8042_PORT, VIRTIO_MMIO_SIZE};
+use crate::plan::DeviceSlot;
 
 /// DSDT revision 2: integers are 64 bits wide.
 pub const REVISION: u8 = 2;
@@ -87,7 +87,8 @@ fn i8042() -> Vec<u8> {
     ))
 }
 
-fn virtio_mmio(index: usize, slot: &VirtioSlot) -> Result<Vec<u8>, Error> {
+fn virtio_mmio(slot: &DeviceSlot) -> Result<Vec<u8>, Error> {
+    let index = slot.index;
     let base = u32::try_from(slot.addr).map_err(|_| Error::WindowAbove4G(slot.addr))?;
     let window = Memory32Fixed::new(true, base, WINDOW_SIZE);
     let irq = edge_irq(slot.irq);
@@ -105,10 +106,10 @@ fn virtio_mmio(index: usize, slot: &VirtioSlot) -> Result<Vec<u8>, Error> {
 }
 
 /// The AML body: `\_SB` with the devices, then `_S5_`.
-pub fn aml(virtio: &[VirtioSlot]) -> Result<Vec<u8>, Error> {
+pub fn aml(virtio: &[DeviceSlot]) -> Result<Vec<u8>, Error> {
     let mut devices = vec![com1(), i8042()];
-    for (i, slot) in virtio.iter().enumerate() {
-        devices.push(virtio_mmio(i, slot)?);
+    for slot in virtio {
+        devices.push(virtio_mmio(slot)?);
     }
     let raw: Vec<RawAml> = devices.into_iter().map(RawAml).collect();
     let children: Vec<&dyn Aml> = raw.iter().map(|d| d as &dyn Aml).collect();
@@ -128,7 +129,7 @@ impl Aml for RawAml {
 }
 
 /// The DSDT bytes (header, checksum and AML) for these virtio devices.
-pub fn build(virtio: &[VirtioSlot]) -> Result<Vec<u8>, Error> {
+pub fn build(virtio: &[DeviceSlot]) -> Result<Vec<u8>, Error> {
     let mut dsdt = Sdt::new(
         *b"DSDT",
         HEADER_SIZE,

@@ -4,7 +4,7 @@
 //! * One Processor Local APIC entry (§5.2.12.2) per vCPU: ACPI processor
 //!   UID = APIC ID = vCPU index, enabled.
 //! * The IOAPIC (§5.2.12.3) at [`IOAPIC_ADDR`] with the MP table's ID
-//!   ([`mptable::ioapic_id`]) and GSI base 0: GSI n is pin n.
+//!   (the plan's [`crate::plan::Topology::ioapic_id`]) and GSI base 0: GSI n is pin n.
 //! * One Local APIC NMI entry (§5.2.12.7): LINT1 of every processor is the
 //!   NMI, as the MP table's local interrupt entry and `vcpu/lapic.rs` say.
 //!
@@ -22,8 +22,8 @@ use acpi_tables::{Aml, AmlSink};
 use zerocopy::{Immutable, IntoBytes};
 
 use super::{to_bytes, OEM_ID, OEM_REVISION};
-use crate::boot::mptable;
 use crate::layout::{APIC_ADDR, IOAPIC_ADDR};
+use crate::plan::Topology;
 
 /// Size of the MADT header (table header, local APIC address, flags).
 pub const HEADER_SIZE: usize = 44;
@@ -57,18 +57,23 @@ impl Aml for LocalApicNmi {
     }
 }
 
-/// The MADT bytes for `cpus` vCPUs.
-pub fn build(cpus: u8) -> Vec<u8> {
+/// The MADT bytes for `topology`: one local APIC per vCPU, the IOAPIC.
+pub fn build(topology: Topology) -> Vec<u8> {
     let mut madt = MADT::new(
         OEM_ID,
         *b"EMBRAPIC",
         OEM_REVISION,
         LocalInterruptController::Address(APIC_ADDR),
     );
-    for cpu in 0..cpus {
-        madt.add_structure(ProcessorLocalApic::new(cpu, cpu, EnabledStatus::Enabled));
+    for cpu in 0..topology.cpus() {
+        let apic_id = topology.apic_id(cpu);
+        madt.add_structure(ProcessorLocalApic::new(
+            cpu,
+            apic_id,
+            EnabledStatus::Enabled,
+        ));
     }
-    madt.add_structure(IoApic::new(mptable::ioapic_id(cpus), IOAPIC_ADDR, 0));
+    madt.add_structure(IoApic::new(topology.ioapic_id(), IOAPIC_ADDR, 0));
     madt.add_structure(LocalApicNmi {
         r#type: TYPE_LOCAL_APIC_NMI,
         length: 6,

@@ -21,9 +21,9 @@ use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::device_manager::VirtioSlot;
 use crate::layout::{ACPI_RSDP_ADDR, ACPI_TABLES_END, ACPI_TABLES_START};
 use crate::memory::GuestMemoryMmap;
+use crate::plan::{DeviceSlot, Topology};
 
 /// OEM ID in every table header and in the RSDP.
 pub const OEM_ID: [u8; 6] = *b"EMBER ";
@@ -58,10 +58,10 @@ pub enum Error {
 /// What the tables describe.
 #[derive(Debug, Clone, Copy)]
 pub struct Platform<'a> {
-    /// vCPU count: APIC IDs `0..cpus`, the IOAPIC's ID is `cpus`.
-    pub cpus: u8,
+    /// vCPUs and the IOAPIC (their APIC IDs).
+    pub topology: Topology,
     /// The virtio-mmio devices, in slot order.
-    pub virtio: &'a [VirtioSlot],
+    pub virtio: &'a [DeviceSlot],
 }
 
 /// One table: its guest-physical address and its bytes.
@@ -124,7 +124,7 @@ pub fn build(platform: &Platform) -> Result<Tables, Error> {
     };
     let dsdt = placer.place("DSDT", dsdt::build(platform.virtio)?);
     let fadt = placer.place("FACP", fadt::build(dsdt.addr));
-    let madt = placer.place("APIC", madt::build(platform.cpus));
+    let madt = placer.place("APIC", madt::build(platform.topology));
     let mut xsdt = XSDT::new(OEM_ID, *b"EMBRXSDT", OEM_REVISION);
     xsdt.add_entry(fadt.addr);
     xsdt.add_entry(madt.addr);
@@ -132,7 +132,7 @@ pub fn build(platform: &Platform) -> Result<Tables, Error> {
     let end = xsdt.addr + xsdt.bytes.len() as u64;
     if end > ACPI_TABLES_END {
         return Err(Error::TooLarge {
-            cpus: platform.cpus,
+            cpus: platform.topology.cpus(),
             devices: platform.virtio.len(),
             end,
             limit: ACPI_TABLES_END,
@@ -162,7 +162,7 @@ pub fn write(mem: &GuestMemoryMmap, platform: &Platform) -> Result<u64, Error> {
     }
     log::debug!(
         "ACPI tables for {} vCPUs and {} virtio devices at {:#x}..{:#x}",
-        platform.cpus,
+        platform.topology.cpus(),
         platform.virtio.len(),
         ACPI_RSDP_ADDR,
         tables.xsdt.addr + tables.xsdt.bytes.len() as u64

@@ -13,6 +13,7 @@ use crate::layout::{
     ACPI_RESET_PORT, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, APIC_ADDR, BIOS_END,
     IOAPIC_ADDR, MAX_VCPUS, MAX_VIRTIO_DEVICES, MPTABLE_START, VIRTIO_MMIO_SIZE,
 };
+use crate::plan::{DeviceKind, DeviceSlot, Topology};
 
 fn sum(bytes: &[u8]) -> u8 {
     bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b))
@@ -30,13 +31,15 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-fn slots(n: usize) -> Vec<VirtioSlot> {
-    (0..n).map(VirtioSlot::new).collect()
+fn slots(n: usize) -> Vec<DeviceSlot> {
+    (0..n)
+        .map(|i| DeviceSlot::new(i, DeviceKind::Block { disk: i }))
+        .collect()
 }
 
 fn tables(cpus: u8, devices: usize) -> Tables {
     build(&Platform {
-        cpus,
+        topology: Topology::new(cpus),
         virtio: &slots(devices),
     })
     .unwrap()
@@ -105,11 +108,11 @@ fn checksums_lengths_and_pointers() {
 fn guest_finds_every_table_from_the_rsdp() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let platform = Platform {
-        cpus: 4,
+        topology: Topology::new(4),
         virtio: &slots(2),
     };
     assert_eq!(write(&mem, &platform).unwrap(), ACPI_RSDP_ADDR);
-    mptable::write(&mem, 4).unwrap();
+    mptable::write(&mem, Topology::new(4)).unwrap();
     // As Linux without acpi_rsdp_addr would: scan 0xe0000-0xfffff on
     // 16-byte boundaries for a signature with a valid checksum.
     let mut found = None;
@@ -233,7 +236,11 @@ fn madt_has_one_local_apic_per_vcpu_and_the_ioapic() {
             .collect();
         assert_eq!(ioapics.len(), 1);
         let io = ioapics[0];
-        assert_eq!(io[2], mptable::ioapic_id(cpus), "same ID as the MP table");
+        assert_eq!(
+            io[2],
+            Topology::new(cpus).ioapic_id(),
+            "the plan's IOAPIC ID"
+        );
         assert_eq!(u32_at(io, 4), IOAPIC_ADDR);
         assert_eq!(u32_at(io, 8), 0, "GSI base");
         let nmis: Vec<&[u8]> = entries
@@ -349,12 +356,12 @@ fn dsdt_describes_com1_i8042_and_each_virtio_device() {
 
 #[test]
 fn window_above_4g_is_an_error_not_a_panic() {
-    let slot = VirtioSlot {
+    let slot = DeviceSlot {
         addr: 1 << 32,
-        irq: 5,
+        ..DeviceSlot::new(0, DeviceKind::Console)
     };
     let err = build(&Platform {
-        cpus: 1,
+        topology: Topology::new(1),
         virtio: &[slot],
     })
     .unwrap_err();

@@ -6,7 +6,7 @@
 //! did write (the kernel unmaps private copies beyond a new end of file).
 //! So a file is only mapped while ember holds a read lease on it
 //! (`F_SETLEASE`, `F_RDLCK`): the first open of the file for writing, or a
-//! truncate, by anyone, blocks and sends ember `SIGIO`. [`LeaseBreaker`],
+//! truncate, by anyone, blocks and sends ember `SIGIO`. `crate::vm::lease::LeaseBreaker`,
 //! an event-loop subscriber, then pauses the vCPUs, copies every mapped
 //! range into fresh anonymous memory moved over it (`mremap`), resumes the
 //! vCPUs and releases the leases: the writer proceeds (milliseconds later)
@@ -15,20 +15,15 @@
 //! owned by someone else without `CAP_LEASE`) is copied as before.
 //!
 //! `SIGIO` is ignored by ember from [`Leases::new`] on, and blocked and read
-//! through an [`crate::event_loop::SignalFd`] before any other thread
+//! through an [`crate::signal::SignalFd`] before any other thread
 //! exists, so while leases are held it can neither kill the process nor be
 //! lost.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
-
-use event_manager::{EventOps, Events, MutEventSubscriber};
-use vmm_sys_util::epoll::EventSet;
 
 use super::file_map::MappedRange;
-use crate::event_loop::SignalFd;
-use crate::vcpu::control::{pause, VcpuControl};
+use crate::signal::SignalFd;
 
 /// Lease errors.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +33,7 @@ pub enum Error {
     Ignore(#[source] std::io::Error),
     /// Blocking SIGIO or opening its signalfd failed.
     #[error("cannot set up SIGIO for file leases")]
-    Signal(#[source] crate::event_loop::Error),
+    Signal(#[source] crate::signal::Error),
 }
 
 /// The leased, mapped files of one VM and the guest ranges mapped from
@@ -97,6 +92,11 @@ impl Leases {
         }
     }
 
+    /// The `SIGIO` signalfd: readable when a lease is being broken.
+    pub fn sigio(&self) -> &SignalFd {
+        &self.sigio
+    }
+
     /// True when no guest memory is mapped from a file.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
@@ -109,8 +109,8 @@ impl Leases {
 
     /// Replaces every mapped range with an anonymous copy and releases the
     /// leases. The caller must keep the guest from writing those ranges
-    /// meanwhile (vCPUs paused; devices only run on the calling thread).
-    fn detach(&mut self) -> std::io::Result<()> {
+    /// meanwhile (the VM paused: vCPUs parked, device threads quiescent).
+    pub fn detach(&mut self) -> std::io::Result<()> {
         for r in std::mem::take(&mut self.ranges) {
             detach_range(r)?;
         }
@@ -168,64 +168,6 @@ fn detach_range(r: MappedRange) -> std::io::Result<()> {
         return Err(err);
     }
     Ok(())
-}
-
-/// Event-loop subscriber: on `SIGIO` (a lease break), detaches guest
-/// memory from the files with the vCPUs paused.
-#[derive(Debug)]
-pub struct LeaseBreaker {
-    leases: Leases,
-    vcpus: Vec<Arc<VcpuControl>>,
-}
-
-impl LeaseBreaker {
-    /// Watches `leases` for the VM whose vCPUs are `vcpus`.
-    pub fn new(leases: Leases, vcpus: Vec<Arc<VcpuControl>>) -> Self {
-        LeaseBreaker { leases, vcpus }
-    }
-
-    fn drain_signals(&self) {
-        while self.leases.sigio.read_signal().is_some() {}
-    }
-
-    /// Pauses the vCPUs and detaches guest memory from the files.
-    pub fn detach(&mut self) {
-        if self.leases.is_empty() {
-            return;
-        }
-        let bytes = self.leases.mapped_bytes();
-        let paused = pause(&self.vcpus);
-        if let Err(vcpu) = &paused {
-            // A vCPU stuck in KVM_RUN for seconds: copy anyway rather than
-            // leave the writer blocked, and say so.
-            log::warn!(
-                "vCPU {vcpu} did not pause; detaching guest memory from the kernel files anyway"
-            );
-        }
-        match self.leases.detach() {
-            Ok(()) => log::info!(
-                "a kernel or initrd file is being written: {} KiB of guest memory copied from it, lease released",
-                bytes / 1024
-            ),
-            Err(e) => log::error!("cannot detach guest memory from the kernel files: {e}"),
-        }
-        drop(paused);
-    }
-}
-
-impl MutEventSubscriber for LeaseBreaker {
-    fn init(&mut self, ops: &mut EventOps) {
-        let fd = self.leases.sigio.fd();
-        if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
-            log::error!("event loop: cannot watch the SIGIO signalfd: {e}");
-        }
-    }
-
-    fn process(&mut self, events: Events, ops: &mut EventOps) {
-        self.drain_signals();
-        self.detach();
-        let _ = ops.remove(events);
-    }
 }
 
 #[cfg(test)]

@@ -26,9 +26,9 @@ use linux_loader::loader::{
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::config::{BootMode, VmConfig};
-use crate::device_manager::virtio_slots;
 use crate::layout::{CMDLINE_ADDR, CMDLINE_MAX_SIZE, HIMEM_START};
 use crate::memory::{low_ram_end, GuestMemoryMmap};
+use crate::plan::MachinePlan;
 use file_map::MappingReader;
 use lease::Leases;
 
@@ -154,9 +154,10 @@ pub fn detect_format(head: &[u8]) -> Option<KernelFormat> {
 pub fn load(
     mem: &GuestMemoryMmap,
     config: &VmConfig,
+    plan: &MachinePlan,
     mut leases: Option<&mut Leases>,
 ) -> Result<EntryPoint, Error> {
-    let path = &config.kernel;
+    let path = &config.kernel().to_path_buf();
     let mut file = File::open(path).map_err(|e| Error::KernelRead(path.clone(), e))?;
     let mut head = Vec::with_capacity(0x206);
     (&mut file)
@@ -175,7 +176,7 @@ pub fn load(
             KernelFormat::Elf => {
                 let r = Elf::load(mem, None, &mut file, himem)
                     .map_err(|e| Error::Elf(path.clone(), e))?;
-                let entry = match (r.pvh_boot_cap, config.boot_mode) {
+                let entry = match (r.pvh_boot_cap, config.boot_mode()) {
                     (PvhBootCapability::PvhEntryPresent(addr), BootMode::Auto | BootMode::Pvh) => {
                         EntryPoint {
                             addr,
@@ -191,7 +192,7 @@ pub fn load(
                 (r, entry, None)
             }
             KernelFormat::BzImage => {
-                if config.boot_mode == BootMode::Pvh {
+                if config.boot_mode() == BootMode::Pvh {
                     return Err(Error::PvhBzImage(path.clone()));
                 }
                 let r = BzImage::load(mem, None, &mut file, himem)
@@ -209,12 +210,12 @@ pub fn load(
             }
         };
     keep_lease(leases.as_deref_mut(), file);
-    let low_end = low_ram_end(config.memory);
+    let low_end = low_ram_end(plan.memory());
     if result.kernel_end > low_end {
         return Err(Error::KernelTooBig(result.kernel_end, low_end));
     }
 
-    let initrd = match &config.initrd {
+    let initrd = match config.initrd() {
         Some(p) => {
             let max = match (entry.protocol, header) {
                 (Protocol::Pvh, _) => u64::MAX,
@@ -235,11 +236,11 @@ pub fn load(
         None => None,
     };
 
-    let cmdline_len = write_cmdline(mem, &config.cmdline, header)?;
-    let acpi_rsdp = if config.acpi {
+    let cmdline_len = write_cmdline(mem, plan.cmdline(), header)?;
+    let acpi_rsdp = if config.acpi() {
         let platform = crate::acpi::Platform {
-            cpus: config.cpus,
-            virtio: &virtio_slots(config),
+            topology: plan.topology(),
+            virtio: plan.slots(),
         };
         Some(crate::acpi::write(mem, &platform)?)
     } else {
@@ -251,14 +252,14 @@ pub fn load(
                 header,
                 cmdline_len,
                 initrd,
-                mem_size: config.memory,
+                memory_map: plan.memory_map(),
                 acpi_rsdp,
             })?;
             params::write_zero_page(mem, &zp)?;
         }
-        Protocol::Pvh => pvh::write(mem, config.memory, initrd, acpi_rsdp)?,
+        Protocol::Pvh => pvh::write(mem, plan.memory_map(), initrd, acpi_rsdp)?,
     }
-    mptable::write(mem, config.cpus)?;
+    mptable::write(mem, plan.topology())?;
     log::debug!(
         "kernel {:?} loaded, entry {:#x} ({:?}), initrd {:?}",
         format,
@@ -279,21 +280,21 @@ pub fn initrd_address(size: u64, kernel_end: u64, addr_max: u64, low_end: u64) -
 
 fn load_initrd(
     mem: &GuestMemoryMmap,
-    path: &PathBuf,
+    path: &std::path::Path,
     kernel_end: u64,
     addr_max: u64,
     low_end: u64,
     leases: Option<&mut Leases>,
 ) -> Result<(u64, u64), Error> {
-    let file = File::open(path).map_err(|e| Error::InitrdRead(path.clone(), e))?;
+    let file = File::open(path).map_err(|e| Error::InitrdRead(path.to_path_buf(), e))?;
     let size = file
         .metadata()
-        .map_err(|e| Error::InitrdRead(path.clone(), e))?
+        .map_err(|e| Error::InitrdRead(path.to_path_buf(), e))?
         .len();
     let addr = initrd_address(size, kernel_end, addr_max, low_end)
-        .ok_or_else(|| Error::InitrdTooBig(path.clone(), size, addr_max.min(low_end)))?;
+        .ok_or_else(|| Error::InitrdTooBig(path.to_path_buf(), size, addr_max.min(low_end)))?;
     let len = usize::try_from(size)
-        .map_err(|_| Error::InitrdTooBig(path.clone(), size, addr_max.min(low_end)))?;
+        .map_err(|_| Error::InitrdTooBig(path.to_path_buf(), size, addr_max.min(low_end)))?;
     let map = leases.as_deref().is_some_and(|l| l.try_lease(&file));
     let mut file = MappingReader::new(file, mem, map);
     mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
@@ -354,15 +355,19 @@ mod tests {
     use super::*;
 
     fn config(kernel: PathBuf) -> VmConfig {
-        VmConfig::new(
-            kernel,
-            None,
-            Some("console=ttyS0".into()),
-            128 << 20,
-            1,
-            BootMode::Auto,
-        )
-        .unwrap()
+        crate::config::VmConfigBuilder::new(kernel)
+            .cmdline(Some("console=ttyS0".into()))
+            .build()
+            .unwrap()
+    }
+
+    fn plan(config: &VmConfig) -> MachinePlan {
+        MachinePlan::new(config).unwrap()
+    }
+
+    /// Loads `config`'s kernel into `mem` with its plan, copying.
+    fn load_copy(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<EntryPoint, Error> {
+        load(mem, config, &plan(config), None)
     }
 
     fn mem() -> GuestMemoryMmap {
@@ -383,7 +388,7 @@ mod tests {
     fn not_a_kernel() {
         let p = test_file("text", b"hello, this is not a kernel\n");
         assert!(matches!(
-            load(&mem(), &config(p), None),
+            load_copy(&mem(), &config(p)),
             Err(Error::NotAKernel(_))
         ));
     }
@@ -399,7 +404,7 @@ mod tests {
         bz[0x211] = 1; // loadflags: LOADED_HIGH
         bz[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes());
         let p = test_file("bz-old", &bz);
-        let err = load(&mem(), &config(p), None).unwrap_err();
+        let err = load_copy(&mem(), &config(p)).unwrap_err();
         assert!(
             matches!(err, Error::BzImageNo64Bit(_, 0x020a, 0)),
             "{err:?}"
@@ -413,7 +418,7 @@ mod tests {
         bz[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
         let p = test_file("bz-low", &bz);
         assert!(matches!(
-            load(&mem(), &config(p), None),
+            load_copy(&mem(), &config(p)),
             Err(Error::BzImage(..))
         ));
     }
@@ -431,7 +436,7 @@ mod tests {
         bz[0xa00] = 0x90;
         let p = test_file("bz-ok", &bz);
         let m = mem();
-        let entry = load(&m, &config(p), None).unwrap();
+        let entry = load_copy(&m, &config(p)).unwrap();
         assert_eq!(entry.protocol, Protocol::Linux64);
         assert_eq!(entry.addr, GuestAddress(0x10_0200));
         // The setup sectors ((4 + 1) * 512 = 0xa00 bytes) are skipped: file

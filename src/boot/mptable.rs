@@ -12,6 +12,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::Error;
 use crate::layout::{APIC_ADDR, BIOS_END, IOAPIC_ADDR, IOAPIC_NUM_PINS, MPTABLE_START};
 use crate::memory::GuestMemoryMmap;
+use crate::plan::Topology;
 
 /// MP spec revision 1.4.
 const SPEC_REV: u8 = 4;
@@ -48,26 +49,22 @@ pub const PROCESSOR_ENTRY_SIZE: usize = 20;
 /// Size of every other entry.
 pub const SMALL_ENTRY_SIZE: usize = 8;
 
-/// IOAPIC ID: the first ID after the vCPUs' APIC IDs (0..cpus).
-pub fn ioapic_id(cpus: u8) -> u8 {
-    cpus
-}
-
 fn checksum(bytes: &[u8]) -> u8 {
     bytes.iter().fold(0u8, |acc, b| acc.wrapping_sub(*b))
 }
 
 /// Builds the whole MP table (floating pointer first) as bytes placed at
 /// `base`.
-pub fn build(cpus: u8, base: u64) -> Vec<u8> {
+pub fn build(topology: Topology, base: u64) -> Vec<u8> {
     let table_addr = base + FLOATING_POINTER_SIZE as u64;
-    let ioapic = ioapic_id(cpus);
+    let ioapic = topology.ioapic_id();
     let mut entries = Vec::new();
     let mut count: u16 = 0;
 
-    for cpu in 0..cpus {
+    for cpu in 0..topology.cpus() {
         let flags = CPU_ENABLED | if cpu == 0 { CPU_BOOTSTRAP } else { 0 };
-        entries.extend_from_slice(&[ENTRY_PROCESSOR, cpu, LAPIC_VERSION, flags]);
+        let apic_id = topology.apic_id(cpu);
+        entries.extend_from_slice(&[ENTRY_PROCESSOR, apic_id, LAPIC_VERSION, flags]);
         entries.extend_from_slice(&CPU_SIGNATURE.to_le_bytes());
         entries.extend_from_slice(&CPU_FEATURES.to_le_bytes());
         entries.extend_from_slice(&[0; 8]);
@@ -138,11 +135,11 @@ pub fn build(cpus: u8, base: u64) -> Vec<u8> {
     out
 }
 
-/// Writes the MP table for `cpus` vCPUs at [`MPTABLE_START`].
-pub fn write(mem: &GuestMemoryMmap, cpus: u8) -> Result<(), Error> {
-    let bytes = build(cpus, MPTABLE_START);
+/// Writes the MP table for `topology` at [`MPTABLE_START`].
+pub fn write(mem: &GuestMemoryMmap, topology: Topology) -> Result<(), Error> {
+    let bytes = build(topology, MPTABLE_START);
     if MPTABLE_START + bytes.len() as u64 > BIOS_END {
-        return Err(Error::MpTableTooLarge(cpus));
+        return Err(Error::MpTableTooLarge(topology.cpus()));
     }
     mem.write_slice(&bytes, GuestAddress(MPTABLE_START))
         .map_err(|_| Error::MpTableWrite)
@@ -157,7 +154,7 @@ mod tests {
     }
 
     fn check(cpus: u8) {
-        let t = build(cpus, MPTABLE_START);
+        let t = build(Topology::new(cpus), MPTABLE_START);
         // Floating pointer.
         assert_eq!(&t[0..4], b"_MP_");
         assert_eq!(u32::from_le_bytes(t[4..8].try_into().unwrap()), 0xf0010);
@@ -221,7 +218,7 @@ mod tests {
     fn max_cpus_fit_in_bios_area() {
         check(254);
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        write(&mem, 254).unwrap();
+        write(&mem, Topology::new(254)).unwrap();
         let mut magic = [0u8; 4];
         mem.read_slice(&mut magic, GuestAddress(MPTABLE_START))
             .unwrap();

@@ -10,15 +10,9 @@ use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header
 use vm_memory::GuestAddress;
 
 use super::Error;
-use crate::layout::{
-    BIOS_END, BIOS_START, CMDLINE_ADDR, EBDA_START, HIGH_RAM_START, HIMEM_START, ZERO_PAGE_ADDR,
-};
+use crate::layout::{CMDLINE_ADDR, ZERO_PAGE_ADDR};
 use crate::memory::GuestMemoryMmap;
 
-/// e820 type: usable RAM.
-pub const E820_RAM: u32 = 1;
-/// e820 type: reserved.
-pub const E820_RESERVED: u32 = 2;
 /// `boot_flag` magic (boot.rst: 0xAA55).
 pub const BOOT_FLAG_MAGIC: u16 = 0xaa55;
 /// `header` magic: "HdrS".
@@ -34,72 +28,26 @@ pub const KERNEL_ALIGNMENT: u32 = 0x100_0000;
 /// Boot protocol version claimed for ELF kernels (2.15).
 pub const ELF_BOOT_PROTOCOL: u16 = 0x020f;
 
-/// One memory map entry, shared by the e820 table and the PVH memmap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemEntry {
-    /// Start address.
-    pub addr: u64,
-    /// Length in bytes.
-    pub size: u64,
-    /// [`E820_RAM`] or [`E820_RESERVED`] (same values as the PVH types).
-    pub kind: u32,
-}
-
-/// The guest memory map for `mem_size` bytes of RAM: base memory up to
-/// the EBDA, the reserved EBDA and BIOS area (ACPI tables, MP table), RAM
-/// from 1 MiB to the MMIO gap, and RAM above 4 GiB.
-pub fn memory_map(mem_size: u64) -> Vec<MemEntry> {
-    let low_end = crate::memory::low_ram_end(mem_size);
-    let mut map = vec![
-        MemEntry {
-            addr: 0,
-            size: EBDA_START,
-            kind: E820_RAM,
-        },
-        MemEntry {
-            addr: EBDA_START,
-            size: 0xa0000 - EBDA_START,
-            kind: E820_RESERVED,
-        },
-        MemEntry {
-            addr: BIOS_START,
-            size: BIOS_END - BIOS_START,
-            kind: E820_RESERVED,
-        },
-        MemEntry {
-            addr: HIMEM_START,
-            size: low_end - HIMEM_START,
-            kind: E820_RAM,
-        },
-    ];
-    if mem_size > low_end {
-        map.push(MemEntry {
-            addr: HIGH_RAM_START,
-            size: mem_size - low_end,
-            kind: E820_RAM,
-        });
-    }
-    map
-}
+pub use crate::plan::{memory_map, MemEntry, E820_RAM, E820_RESERVED};
 
 /// What the zero page needs to know besides the memory map.
 #[derive(Debug, Clone, Copy)]
-pub struct ZeroPageInput {
+pub struct ZeroPageInput<'a> {
     /// The bzImage setup header, or `None` for an ELF kernel.
     pub header: Option<setup_header>,
     /// Command line length without the NUL.
     pub cmdline_len: usize,
     /// Initrd (address, size) if any.
     pub initrd: Option<(u64, u64)>,
-    /// Guest RAM size.
-    pub mem_size: u64,
+    /// The guest memory map (the machine plan's).
+    pub memory_map: &'a [MemEntry],
     /// ACPI RSDP address for `acpi_rsdp_addr`, or `None` without ACPI.
     pub acpi_rsdp: Option<u64>,
 }
 
 /// Builds the zero page (boot.rst "64-bit boot protocol": the loader fills
 /// `boot_params`, the setup header fields marked "write", and e820).
-pub fn build_zero_page(input: &ZeroPageInput) -> Result<boot_params, Error> {
+pub fn build_zero_page(input: &ZeroPageInput<'_>) -> Result<boot_params, Error> {
     let mut params = boot_params::default();
     match input.header {
         Some(hdr) => params.hdr = hdr,
@@ -123,11 +71,11 @@ pub fn build_zero_page(input: &ZeroPageInput) -> Result<boot_params, Error> {
         params.ext_ramdisk_image = (addr >> 32) as u32;
         params.ext_ramdisk_size = (size >> 32) as u32;
     }
-    let map = memory_map(input.mem_size);
+    let map = input.memory_map;
     if map.len() > params.e820_table.len() {
         return Err(Error::TooManyE820Entries);
     }
-    for (slot, entry) in params.e820_table.iter_mut().zip(&map) {
+    for (slot, entry) in params.e820_table.iter_mut().zip(map) {
         *slot = boot_e820_entry {
             addr: entry.addr,
             size: entry.size,
@@ -216,7 +164,7 @@ mod tests {
             header: None,
             cmdline_len: 30,
             initrd: Some((0x7000_0000, 0x1234)),
-            mem_size: 4 << 30,
+            memory_map: &memory_map(4 << 30),
             acpi_rsdp: Some(0xe0000),
         })
         .unwrap();
@@ -251,7 +199,7 @@ mod tests {
             header: Some(hdr),
             cmdline_len: 5,
             initrd: None,
-            mem_size: 128 << 20,
+            memory_map: &memory_map(128 << 20),
             acpi_rsdp: None,
         })
         .unwrap();
@@ -268,7 +216,7 @@ mod tests {
             header: None,
             cmdline_len: 1,
             initrd: None,
-            mem_size: 128 << 20,
+            memory_map: &memory_map(128 << 20),
             acpi_rsdp: None,
         })
         .unwrap();

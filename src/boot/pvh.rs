@@ -12,7 +12,7 @@ use linux_loader::loader::elf::start_info::{
 };
 use vm_memory::GuestAddress;
 
-use super::params::memory_map;
+use super::params::MemEntry;
 use super::Error;
 use crate::layout::{CMDLINE_ADDR, PVH_INFO_ADDR, PVH_MEMMAP_ADDR, PVH_MODLIST_ADDR};
 use crate::memory::GuestMemoryMmap;
@@ -23,7 +23,7 @@ pub const START_INFO_VERSION: u32 = 1;
 /// Builds the start info, module list and memory map; `rsdp` is the ACPI
 /// RSDP address (`rsdp_paddr`, 0 without ACPI).
 pub fn build(
-    mem_size: u64,
+    memory_map: &[MemEntry],
     initrd: Option<(u64, u64)>,
     rsdp: Option<u64>,
 ) -> (
@@ -31,7 +31,7 @@ pub fn build(
     Vec<hvm_modlist_entry>,
     Vec<hvm_memmap_table_entry>,
 ) {
-    let memmap: Vec<hvm_memmap_table_entry> = memory_map(mem_size)
+    let memmap: Vec<hvm_memmap_table_entry> = memory_map
         .iter()
         .map(|e| hvm_memmap_table_entry {
             addr: e.addr,
@@ -69,11 +69,11 @@ pub fn build(
 /// Writes the PVH structures to guest memory.
 pub fn write(
     mem: &GuestMemoryMmap,
-    mem_size: u64,
+    memory_map: &[MemEntry],
     initrd: Option<(u64, u64)>,
     rsdp: Option<u64>,
 ) -> Result<(), Error> {
-    let (info, modules, memmap) = build(mem_size, initrd, rsdp);
+    let (info, modules, memmap) = build(memory_map, initrd, rsdp);
     let mut bp = BootParams::new(&info, GuestAddress(PVH_INFO_ADDR));
     bp.set_sections(&memmap, GuestAddress(PVH_MEMMAP_ADDR));
     if !modules.is_empty() {
@@ -85,12 +85,19 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::memory_map;
     use vm_memory::Bytes;
 
     #[test]
     fn start_info_in_memory() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        write(&mem, 4 << 30, Some((0x1000_0000, 0x2000)), Some(0xe0000)).unwrap();
+        write(
+            &mem,
+            &memory_map(4 << 30),
+            Some((0x1000_0000, 0x2000)),
+            Some(0xe0000),
+        )
+        .unwrap();
         let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_ADDR)).unwrap();
         assert_eq!(info.magic, 0x336e_c578);
         assert_eq!(info.version, 1);
@@ -108,7 +115,7 @@ mod tests {
 
     #[test]
     fn no_initrd_no_modules() {
-        let (info, modules, memmap) = build(128 << 20, None, None);
+        let (info, modules, memmap) = build(&memory_map(128 << 20), None, None);
         assert_eq!(info.nr_modules, 0);
         assert_eq!(info.rsdp_paddr, 0);
         assert_eq!(info.modlist_paddr, 0);

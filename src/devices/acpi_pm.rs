@@ -18,7 +18,7 @@
 //! `acpi_reset` (`reboot=a`, or the first reboot method it tries).
 
 use super::bus::BusDevice;
-use crate::event_loop::{ExitEvent, StopReason};
+use crate::exit::{ExitEvent, StopReason};
 
 /// `SLP_TYP` of the S5 (soft-off) state: the `_S5_` package in the DSDT
 /// holds this value, and only this value with `SLP_EN` powers off.

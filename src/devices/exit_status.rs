@@ -6,22 +6,9 @@
 //! `--boot-timeout`). Reads return 0. Protocol and guest helper:
 //! `docs/RUN.md`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use crate::devices::bus::BusDevice;
-use crate::event_loop::{ExitEvent, StopReason};
-
-/// Set once the guest writes the "booted" port.
-#[derive(Debug, Clone, Default)]
-pub struct Booted(Arc<AtomicBool>);
-
-impl Booted {
-    /// True once the guest said it booted.
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use crate::exit::Booted;
+use crate::exit::{ExitEvent, StopReason};
 
 /// The exit-status ports.
 #[derive(Debug)]
@@ -50,7 +37,7 @@ impl BusDevice for ExitStatus {
             }
             (1, Some(_)) => {
                 log::info!("guest reported it booted");
-                self.booted.0.store(true, Ordering::SeqCst);
+                self.booted.set();
             }
             _ => {}
         }

@@ -13,7 +13,7 @@
 use vm_superio::I8042Device;
 
 use super::bus::BusDevice;
-use crate::event_loop::{ExitEvent, StopReason};
+use crate::exit::{ExitEvent, StopReason};
 
 /// Status register value: OBF (bit 0) set, IBF (bit 1) clear.
 pub const STATUS_NO_CONTROLLER: u8 = 0x01;

@@ -10,6 +10,7 @@ pub mod boot_timer;
 pub mod bus;
 pub mod exit_status;
 pub mod i8042;
+pub mod output;
 pub mod pic;
 pub mod serial;
 pub mod virtio;

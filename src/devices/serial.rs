@@ -1,12 +1,10 @@
-//! COM1: a vm-superio 16550 UART whose output goes to stdout and whose
-//! input comes from the event loop (stdin, unless `--console virtio` sends
-//! it to the virtio console). Its interrupt is an eventfd registered as an
-//! irqfd on IOAPIC pin 4. [`ConsoleOut`] and [`ConsoleTail`] serve the
-//! virtio console's output too.
+//! COM1: a vm-superio 16550 UART whose output goes to a
+//! [`super::output::ConsoleOut`] (stdout, through a bounded buffer) and
+//! whose input comes from the event loop (stdin, unless `--console virtio`
+//! sends it to the virtio console). Its interrupt is an eventfd registered
+//! as an irqfd on IOAPIC pin 4.
 
-use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use vm_superio::serial::SerialEvents;
 use vm_superio::Serial;
@@ -14,7 +12,6 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::BusDevice;
 use super::EventFdTrigger;
-use crate::timeline::{Phase, Timeline};
 
 /// Serial events: tells the event loop when the guest has drained the
 /// receive FIFO so that more input can be queued.
@@ -87,110 +84,9 @@ impl BusDevice for SerialDevice {
     }
 }
 
-/// Bytes of console output kept by [`ConsoleTail`].
-const CONSOLE_TAIL_BYTES: usize = 16 * 1024;
-
-/// The last 16 KiB of console output, shared between the
-/// serial device and the VMM thread (to name a guest panic and to show the
-/// last lines when a run fails).
-#[derive(Debug, Clone, Default)]
-pub struct ConsoleTail(Arc<Mutex<VecDeque<u8>>>);
-
-impl ConsoleTail {
-    fn push(&self, buf: &[u8]) {
-        let mut tail = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        tail.extend(buf);
-        let excess = tail.len().saturating_sub(CONSOLE_TAIL_BYTES);
-        tail.drain(..excess);
-    }
-
-    /// The kept output as text, `\r` removed.
-    pub fn text(&self) -> String {
-        let tail = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let bytes: Vec<u8> = tail.iter().copied().filter(|&b| b != b'\r').collect();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-
-    /// The last `n` non-empty lines.
-    pub fn last_lines(&self, n: usize) -> Vec<String> {
-        let text = self.text();
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        lines[lines.len().saturating_sub(n)..]
-            .iter()
-            .map(|l| l.to_string())
-            .collect()
-    }
-
-    /// The lines from the last `Kernel panic` line on, if the guest
-    /// kernel panicked.
-    pub fn panic_lines(&self) -> Option<Vec<String>> {
-        let text = self.text();
-        let at = text.rfind("Kernel panic")?;
-        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-        Some(
-            text[start..]
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| l.to_string())
-                .collect(),
-        )
-    }
-}
-
-/// Unbuffered stdout for the console (the UART's or the virtio console's
-/// output): each guest byte is written through
-/// and kept in a [`ConsoleTail`]. The first byte marks
-/// [`Phase::FirstSerialOutput`] on the timeline.
-#[derive(Debug)]
-pub struct ConsoleOut {
-    /// Marked at the first byte.
-    pub timeline: Timeline,
-    /// Keeps the end of the output.
-    pub tail: ConsoleTail,
-}
-
-impl Write for ConsoleOut {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if !buf.is_empty() {
-            self.timeline.mark(Phase::FirstSerialOutput);
-        }
-        self.tail.push(buf);
-        let mut out = std::io::stdout().lock();
-        out.write_all(buf)?;
-        out.flush()?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stdout().lock().flush()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn console_tail() {
-        let tail = ConsoleTail::default();
-        let mut out = ConsoleOut {
-            timeline: Timeline::start(),
-            tail: tail.clone(),
-        };
-        for i in 0..5000 {
-            write!(out, "line {i}\r\n").unwrap();
-        }
-        assert_eq!(tail.last_lines(2), ["line 4998", "line 4999"]);
-        assert!(tail.text().len() <= CONSOLE_TAIL_BYTES);
-        assert_eq!(tail.panic_lines(), None);
-        out.write_all(b"[ 1.0] sysrq: Trigger a crash\r\n[ 1.0] Kernel panic - not syncing: sysrq triggered crash\r\n[ 1.0] CPU: 0\r\n").unwrap();
-        assert_eq!(
-            tail.panic_lines().unwrap(),
-            [
-                "[ 1.0] Kernel panic - not syncing: sysrq triggered crash",
-                "[ 1.0] CPU: 0"
-            ]
-        );
-    }
 
     type Sink = crate::devices::TestSink;
 

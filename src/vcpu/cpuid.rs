@@ -14,6 +14,7 @@
 use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
 use super::Error;
+use crate::plan::Topology;
 
 /// KVM signature leaf.
 pub const KVM_SIGNATURE_LEAF: u32 = 0x4000_0000;
@@ -72,12 +73,14 @@ pub fn add_emulated_features(supported: &mut [kvm_cpuid_entry2], tsc_deadline: b
     }
 }
 
-/// Adapts KVM's supported CPUID entries for vCPU `apic_id` of `count`.
+/// Adapts KVM's supported CPUID entries for vCPU `index` of `topology`.
 pub fn vcpu_entries(
     supported: &[kvm_cpuid_entry2],
-    apic_id: u8,
-    count: u8,
+    topology: Topology,
+    index: u8,
 ) -> Vec<kvm_cpuid_entry2> {
+    let apic_id = topology.apic_id(index);
+    let count = topology.cpus();
     let max_basic = supported
         .iter()
         .find(|e| e.function == 0)
@@ -142,9 +145,9 @@ pub fn vcpu_entries(
     out
 }
 
-/// Builds the `CpuId` for one vCPU.
-pub fn vcpu_cpuid(supported: &CpuId, apic_id: u8, count: u8) -> Result<CpuId, Error> {
-    CpuId::from_entries(&vcpu_entries(supported.as_slice(), apic_id, count))
+/// Builds the `CpuId` for vCPU `index` of `topology`.
+pub fn vcpu_cpuid(supported: &CpuId, topology: Topology, index: u8) -> Result<CpuId, Error> {
+    CpuId::from_entries(&vcpu_entries(supported.as_slice(), topology, index))
         .map_err(|_| Error::CpuidAlloc)
 }
 
@@ -181,7 +184,7 @@ mod tests {
 
     #[test]
     fn apic_ids_and_topology() {
-        let v = vcpu_entries(&fake_supported(), 5, 16);
+        let v = vcpu_entries(&fake_supported(), Topology::new(16), 5);
         let l1 = find(&v, 1, 0);
         assert_eq!(l1.ebx >> 24, 5);
         assert_eq!((l1.ebx >> 16) & 0xff, 16);
@@ -218,7 +221,7 @@ mod tests {
         sup[0].ebx = VENDOR_AMD_EBX;
         sup.push(leaf(LEAF_AMD_SIZES, 0, 0x3030, 0, 0x7007, 0));
         sup.push(leaf(LEAF_AMD_TOPOLOGY, 0, 9, 0x100, 0x301, 0));
-        let v = vcpu_entries(&sup, 3, 4);
+        let v = vcpu_entries(&sup, Topology::new(4), 3);
         let sizes = find(&v, LEAF_AMD_SIZES, 0);
         assert_eq!(sizes.ecx, 0x2003);
         assert_eq!(sizes.eax, 0x3030);
@@ -228,7 +231,12 @@ mod tests {
         let mut intel = fake_supported();
         intel.push(leaf(LEAF_AMD_SIZES, 0, 0x3030, 0, 0x7007, 0));
         assert_eq!(
-            find(&vcpu_entries(&intel, 3, 4), LEAF_AMD_SIZES, 0).ecx,
+            find(
+                &vcpu_entries(&intel, Topology::new(4), 3),
+                LEAF_AMD_SIZES,
+                0
+            )
+            .ecx,
             0x7007
         );
     }
@@ -240,7 +248,7 @@ mod tests {
         add_emulated_features(&mut sup, false);
         assert_eq!(find(&sup, 1, 0).ecx & ECX_TSC_DEADLINE, 0);
         add_emulated_features(&mut sup, true);
-        let v = vcpu_entries(&sup, 1, 2);
+        let v = vcpu_entries(&sup, Topology::new(2), 1);
         assert_ne!(find(&v, 1, 0).ecx & ECX_TSC_DEADLINE, 0);
         // Nothing else in leaf 1 ECX changes (apart from the hypervisor bit).
         assert_eq!(
@@ -251,7 +259,7 @@ mod tests {
 
     #[test]
     fn single_cpu() {
-        let v = vcpu_entries(&fake_supported(), 0, 1);
+        let v = vcpu_entries(&fake_supported(), Topology::new(1), 0);
         let l1 = find(&v, 1, 0);
         assert_eq!((l1.ebx >> 16) & 0xff, 1);
         assert_eq!(l1.edx & EDX_HTT, 0);

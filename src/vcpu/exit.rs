@@ -6,7 +6,7 @@ use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EV
 use kvm_ioctls::VcpuExit;
 
 use crate::devices::bus::Bus;
-use crate::event_loop::StopReason;
+use crate::exit::StopReason;
 
 /// The buses a vCPU dispatches I/O exits to.
 #[derive(Debug)]

@@ -2,21 +2,31 @@
 //!
 //! The transport ([`mmio::MmioTransport`]) sits on the MMIO bus and is
 //! driven by vCPU threads; the devices ([`block::Block`],
-//! [`console::Console`]) implement [`VirtioDevice`] and do their queue
-//! work on the event loop thread, woken by an ioeventfd per queue.
-//! Interrupts leave through an irqfd held by the shared [`Interrupt`].
+//! [`console::Console`]) implement [`VirtioDevice`] on a shared
+//! [`DeviceCore`] (features, queues, activation, reset) and do their queue
+//! work on a thread of their own ([`worker`]), woken by an ioeventfd per
+//! queue, through [`serve_queue`] (notification suppression, a bounded
+//! budget per call, broken-queue detection). Interrupts leave through an
+//! irqfd held by the shared [`Interrupt`].
+//!
+//! A new device: a file beside `block/` and `console/` with a struct
+//! holding a [`DeviceCore`], its `impl VirtioDevice` (type, config space,
+//! `process_queue`), and one creation function in
+//! [`crate::device_manager`] that gives it a slot of the machine plan.
 
 pub mod block;
 pub mod console;
 pub mod mmio;
 #[cfg(test)]
 mod test_utils;
+pub mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::GuestMemoryMmap;
@@ -106,39 +116,289 @@ impl Interrupt {
     }
 }
 
-/// A virtio device as its transport sees it.
+/// What every virtio device shares, kept by [`DeviceCore`] and served by
+/// the provided methods of [`VirtioDevice`]: features, queues and their
+/// notification eventfds, the interrupt, guest memory, activation.
+#[derive(Debug)]
+pub struct DeviceCore {
+    avail_features: u64,
+    acked_features: u64,
+    queues: Vec<Queue>,
+    queue_events: Vec<EventFd>,
+    interrupt: Arc<Interrupt>,
+    mem: Arc<GuestMemoryMmap>,
+    activated: bool,
+    /// The queue kicked once at activation, so buffers the driver posted
+    /// before `DRIVER_OK` are served.
+    kick_queue: usize,
+}
+
+impl DeviceCore {
+    /// A device offering `avail_features` with one queue of each size in
+    /// `queue_sizes`; `kick_queue` is kicked at activation.
+    pub fn new(
+        avail_features: u64,
+        queue_sizes: &[u16],
+        kick_queue: usize,
+        mem: Arc<GuestMemoryMmap>,
+        interrupt: Arc<Interrupt>,
+    ) -> Result<Self, CoreError> {
+        let queues = queue_sizes
+            .iter()
+            .map(|&n| Queue::new(n).map_err(CoreError::Queue))
+            .collect::<Result<Vec<_>, _>>()?;
+        let queue_events = queue_sizes
+            .iter()
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(CoreError::EventFd)?;
+        Ok(DeviceCore {
+            avail_features,
+            acked_features: 0,
+            queues,
+            queue_events,
+            interrupt,
+            mem,
+            activated: false,
+            kick_queue,
+        })
+    }
+
+    /// True while activated and not broken (`DEVICE_NEEDS_RESET`).
+    pub fn running(&self) -> bool {
+        self.activated && !self.interrupt.needs_reset()
+    }
+
+    /// The driver's accepted features.
+    pub fn acked_features(&self) -> u64 {
+        self.acked_features
+    }
+
+    /// The interrupt shared with the transport.
+    pub fn interrupt(&self) -> &Arc<Interrupt> {
+        &self.interrupt
+    }
+
+    /// Queue `index`'s notification eventfd.
+    pub fn queue_event(&self, index: usize) -> &EventFd {
+        &self.queue_events[index]
+    }
+
+    /// Guest memory and queue `index`, for a device's own queue work.
+    pub fn memory_and_queue(&mut self, index: usize) -> (&GuestMemoryMmap, &mut Queue, &Interrupt) {
+        (&self.mem, &mut self.queues[index], &self.interrupt)
+    }
+
+    /// Serves queue `index` with `handle` through [`serve_queue`], if the
+    /// device is running.
+    pub fn serve(
+        &mut self,
+        index: usize,
+        budget: usize,
+        name: &str,
+        handle: impl FnMut(&GuestMemoryMmap, DescriptorChain<&GuestMemoryMmap>) -> u32,
+    ) -> Served {
+        if !self.running() {
+            return Served::Done;
+        }
+        let (mem, queue, interrupt) = self.memory_and_queue(index);
+        serve_queue(queue, mem, interrupt, budget, name, handle)
+    }
+
+    fn activate(&mut self, name: &str) -> Result<(), ActivateError> {
+        activate_queues(
+            &mut self.queues,
+            &self.mem,
+            self.acked_features,
+            &self.queue_events[self.kick_queue],
+            name,
+        )?;
+        self.activated = true;
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        for q in &mut self.queues {
+            q.reset();
+        }
+        self.acked_features = 0;
+        self.activated = false;
+    }
+}
+
+/// Errors creating a [`DeviceCore`].
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// A queue's eventfd cannot be created.
+    #[error("cannot create an eventfd")]
+    EventFd(#[source] std::io::Error),
+    /// virtio-queue rejected the queue size (a bug).
+    #[error("cannot create the virtio queue")]
+    Queue(#[source] virtio_queue::Error),
+}
+
+/// What [`serve_queue`] left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// The queue is empty and notifications are on again.
+    Done,
+    /// The budget ran out with work left: serve again (after looking at
+    /// the thread's other events).
+    More,
+}
+
+/// Serves queue `queue`: with notifications disabled, hands each available
+/// chain to `handle` (which returns the used length) and adds it to the
+/// used ring; then re-enables notifications and looks again, so a chain
+/// added meanwhile is not missed. At most `budget` rounds (a chain, or a
+/// look that found nothing) per call: a guest that keeps the queue busy
+/// gets [`Served::More`] and the thread a turn at its other events. A
+/// broken queue (an available index more than a ring ahead or moving
+/// backwards, a head beyond the queue, an unwritable used ring) sets
+/// `DEVICE_NEEDS_RESET` and serves nothing more until the driver resets.
+/// Interrupts the driver once at the end, if it asked for it.
+pub fn serve_queue(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    interrupt: &Interrupt,
+    budget: usize,
+    name: &str,
+    mut handle: impl FnMut(&GuestMemoryMmap, DescriptorChain<&GuestMemoryMmap>) -> u32,
+) -> Served {
+    let mut used = false;
+    let mut rounds = 0usize;
+    let result = (|| -> Result<Served, QueueBroken> {
+        loop {
+            queue.disable_notification(mem)?;
+            let mut found = false;
+            while let Some(chain) = queue.iter(mem)?.next() {
+                let head = chain.head_index();
+                let len = handle(mem, chain);
+                queue.add_used(mem, head, len)?;
+                used = true;
+                found = true;
+                rounds += 1;
+                if rounds >= budget {
+                    return Ok(Served::More);
+                }
+            }
+            if !queue.enable_notification(mem)? {
+                return Ok(Served::Done);
+            }
+            // The driver's index differed from ours a moment ago, and a
+            // driver only moves it forward: finding nothing now means it
+            // moved back (a guest whose rings overlap, say).
+            if !found && rounds > 0 {
+                return Err(QueueBroken::IndexMovedBack);
+            }
+            rounds += 1;
+            if rounds >= budget {
+                return Ok(Served::More);
+            }
+        }
+    })();
+    let served = match result {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("{name}: broken queue ({e}); device needs reset");
+            interrupt.set_needs_reset();
+            Served::Done
+        }
+    };
+    if used && queue.needs_notification(mem).unwrap_or(true) {
+        interrupt.signal_used_queue();
+    }
+    served
+}
+
+/// Why [`serve_queue`] gave up on a queue.
+#[derive(Debug, thiserror::Error)]
+enum QueueBroken {
+    /// virtio-queue found the rings invalid.
+    #[error(transparent)]
+    Queue(#[from] virtio_queue::Error),
+    /// The available index moved backwards.
+    #[error("the available index moved backwards")]
+    IndexMovedBack,
+}
+
+/// A virtio device as its transport and its queue thread see it.
 ///
-/// The transport configures the queues through [`VirtioDevice::queues_mut`]
-/// before `DRIVER_OK`, then calls [`VirtioDevice::activate`]; writing 0 to
-/// the status register calls [`VirtioDevice::reset`].
+/// A device keeps its shared state in a [`DeviceCore`] and writes only
+/// its own logic: its type, its configuration space, and what a queue
+/// notification does ([`VirtioDevice::process_queue`]). The transport
+/// configures the queues through [`VirtioDevice::queues_mut`] before
+/// `DRIVER_OK`, then calls [`VirtioDevice::activate`]; writing 0 to the
+/// status register calls [`VirtioDevice::reset`]. The device's queue
+/// thread ([`worker`]) calls [`VirtioDevice::process_queue`].
 pub trait VirtioDevice: Send {
     /// Device ID (virtio 1.2 §5: 2 is block, 3 console).
     fn device_type(&self) -> u32;
-    /// Features the device offers (bit 32 is `VIRTIO_F_VERSION_1`).
-    fn avail_features(&self) -> u64;
-    /// Features the driver accepted.
-    fn acked_features(&self) -> u64;
-    /// Records the features the driver accepted (a subset of
-    /// [`VirtioDevice::avail_features`], checked by the transport).
-    fn set_acked_features(&mut self, features: u64);
-    /// The device's queues.
-    fn queues(&self) -> &[Queue];
-    /// The device's queues, for the transport to configure.
-    fn queues_mut(&mut self) -> &mut [Queue];
-    /// One eventfd per queue, written when the driver notifies that queue
-    /// (registered as ioeventfds on `QueueNotify`).
-    fn queue_events(&self) -> &[EventFd];
+    /// The shared state.
+    fn core(&self) -> &DeviceCore;
+    /// The shared state, mutably.
+    fn core_mut(&mut self) -> &mut DeviceCore;
     /// Reads the device-specific configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Writes the device-specific configuration space.
-    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Writes the device-specific configuration space (default: nothing
+    /// is writable).
+    fn write_config(&mut self, offset: u64, _data: &[u8]) {
+        log::debug!(
+            "virtio device {}: ignoring config write at {offset:#x}",
+            self.device_type()
+        );
+    }
+    /// Serves queue `index` after a notification: at most `budget` rounds
+    /// (see [`serve_queue`]).
+    fn process_queue(&mut self, index: usize, budget: usize) -> Served;
+    /// The queues the device's thread serves (default: all).
+    fn worker_queues(&self) -> Vec<usize> {
+        (0..self.core().queues.len()).collect()
+    }
+    /// Device-specific state to clear at reset (default: none).
+    fn on_reset(&mut self) {}
+
+    /// Features the device offers (bit 32 is `VIRTIO_F_VERSION_1`).
+    fn avail_features(&self) -> u64 {
+        self.core().avail_features
+    }
+    /// Features the driver accepted.
+    fn acked_features(&self) -> u64 {
+        self.core().acked_features
+    }
+    /// Records the features the driver accepted, keeping only offered ones.
+    fn set_acked_features(&mut self, features: u64) {
+        let core = self.core_mut();
+        core.acked_features = features & core.avail_features;
+    }
+    /// The device's queues.
+    fn queues(&self) -> &[Queue] {
+        &self.core().queues
+    }
+    /// The device's queues, for the transport to configure.
+    fn queues_mut(&mut self) -> &mut [Queue] {
+        &mut self.core_mut().queues
+    }
+    /// One eventfd per queue, written when the driver notifies that queue
+    /// (registered as ioeventfds on `QueueNotify`).
+    fn queue_events(&self) -> &[EventFd] {
+        &self.core().queue_events
+    }
     /// Starts the device after `DRIVER_OK`.
-    fn activate(&mut self) -> Result<(), ActivateError>;
+    fn activate(&mut self) -> Result<(), ActivateError> {
+        let name = format!("virtio device {}", self.device_type());
+        self.core_mut().activate(&name)
+    }
     /// True between a successful activation and the next reset.
-    fn is_activated(&self) -> bool;
+    fn is_activated(&self) -> bool {
+        self.core().activated
+    }
     /// Returns the device to its power-on state: queues, features,
-    /// activation.
-    fn reset(&mut self);
+    /// activation, and its own state.
+    fn reset(&mut self) {
+        self.core_mut().reset();
+        self.on_reset();
+    }
 }
 
 /// Checks a device's queues at activation (each ready, its rings in guest

@@ -1,8 +1,8 @@
 //! virtio-block (virtio 1.2 §5.2): a disk image file as `/dev/vdX`.
 //!
 //! [`Block`] is the device: features, configuration space, one request
-//! queue. Its queue work ([`Block::process_queue`]) runs on the event loop
-//! thread through [`BlockHandler`], woken by the queue's ioeventfd; the
+//! queue. Its queue work ([`Block::process_requests`]) runs on the disk's
+//! own thread ([`super::worker`]), woken by the queue's ioeventfd; the
 //! requests themselves (parsing, bounds, file I/O) are in [`request`].
 //!
 //! Offered features: `VERSION_1`, `SEG_MAX`, `BLK_SIZE` (512), `FLUSH`,
@@ -16,9 +16,8 @@ pub mod request;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use event_manager::{EventOps, Events, MutEventSubscriber};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
     VIRTIO_BLK_ID_BYTES,
@@ -26,11 +25,8 @@ use virtio_bindings::virtio_blk::{
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::eventfd::EventFd;
 
-use super::{activate_queues, read_config_bytes, ActivateError, Interrupt, VirtioDevice};
+use super::{read_config_bytes, CoreError, DeviceCore, Interrupt, Served, VirtioDevice};
 use crate::memory::GuestMemoryMmap;
 pub use request::Disk;
 
@@ -46,8 +42,6 @@ pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Length of the configuration space we expose (`virtio_blk_config` up to
 /// and including `blk_size`).
 pub const CONFIG_LEN: usize = 24;
-/// Event-manager key of the request queue's ioeventfd.
-pub const QUEUE_EVENT: u32 = 0;
 
 /// Block device errors.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +55,9 @@ pub enum Error {
     /// The disk's size is not a multiple of 512 bytes.
     #[error("disk {0} is {1} bytes, not a multiple of 512")]
     Size(PathBuf, u64),
-    /// The queue's eventfd cannot be created.
-    #[error("cannot create an eventfd")]
-    EventFd(#[source] std::io::Error),
-    /// virtio-queue rejected the queue size (a bug).
-    #[error("cannot create the virtio queue")]
-    Queue(#[source] virtio_queue::Error),
+    /// The device's queue or eventfd cannot be created.
+    #[error(transparent)]
+    Core(#[from] CoreError),
 }
 
 /// Opens a disk image (read-only or read-write) and returns it with its
@@ -106,21 +97,15 @@ pub fn default_id(file: &File) -> String {
 /// The virtio-block device.
 #[derive(Debug)]
 pub struct Block {
+    core: DeviceCore,
     disk: Disk,
-    avail_features: u64,
-    acked_features: u64,
     config: [u8; CONFIG_LEN],
-    queues: [Queue; 1],
-    queue_events: [EventFd; 1],
-    interrupt: Arc<Interrupt>,
-    mem: Arc<GuestMemoryMmap>,
-    activated: bool,
 }
 
 impl Block {
     /// A device for `file` of `size` bytes (a multiple of 512).
     pub fn new(
-        file: File,
+        file: Arc<File>,
         size: u64,
         readonly: bool,
         id: &str,
@@ -145,54 +130,23 @@ impl Block {
         let mut serial = [0u8; VIRTIO_BLK_ID_BYTES as usize];
         let n = id.len().min(serial.len());
         serial[..n].copy_from_slice(&id.as_bytes()[..n]);
-        let queue_event =
-            EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(Error::EventFd)?;
+        // Kicked at activation: serve anything queued before the driver
+        // finished.
+        let core = DeviceCore::new(features, &[QUEUE_SIZE], 0, mem, interrupt)?;
         Ok(Block {
+            core,
             disk: Disk::new(file, sectors, readonly, serial),
-            avail_features: features,
-            acked_features: 0,
             config,
-            queues: [Queue::new(QUEUE_SIZE).map_err(Error::Queue)?],
-            queue_events: [queue_event],
-            interrupt,
-            mem,
-            activated: false,
         })
     }
 
-    /// Serves every available request, then re-enables notifications and
-    /// looks again (so a request added meanwhile is not missed); interrupts
-    /// the driver once if it asked for it. A broken queue sets
-    /// `DEVICE_NEEDS_RESET` and stops the device until the driver resets it.
-    pub fn process_queue(&mut self) {
-        if !self.activated || self.interrupt.needs_reset() {
-            return;
-        }
-        let mem: &GuestMemoryMmap = &self.mem;
-        let queue = &mut self.queues[0];
-        let mut used = false;
-        let result = (|| -> Result<(), virtio_queue::Error> {
-            loop {
-                queue.disable_notification(mem)?;
-                while let Some(chain) = queue.iter(mem)?.next() {
-                    let head = chain.head_index();
-                    let len = self.disk.execute(mem, chain);
-                    queue.add_used(mem, head, len)?;
-                    used = true;
-                }
-                if !queue.enable_notification(mem)? {
-                    return Ok(());
-                }
-            }
-        })();
-        if let Err(e) = result {
-            log::warn!("virtio-block: broken queue ({e}); device needs reset");
-            self.interrupt.set_needs_reset();
-            return;
-        }
-        if used && queue.needs_notification(mem).unwrap_or(true) {
-            self.interrupt.signal_used_queue();
-        }
+    /// Serves the available requests, at most `budget` (see
+    /// [`super::serve_queue`]).
+    pub fn process_requests(&mut self, budget: usize) -> Served {
+        let disk = &mut self.disk;
+        self.core.serve(0, budget, "virtio-block", |mem, chain| {
+            disk.execute(mem, chain)
+        })
     }
 
     /// The disk behind the device.
@@ -205,87 +159,17 @@ impl VirtioDevice for Block {
     fn device_type(&self) -> u32 {
         VIRTIO_ID_BLOCK
     }
-    fn avail_features(&self) -> u64 {
-        self.avail_features
+    fn core(&self) -> &DeviceCore {
+        &self.core
     }
-    fn acked_features(&self) -> u64 {
-        self.acked_features
-    }
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features;
-    }
-    fn queues(&self) -> &[Queue] {
-        &self.queues
-    }
-    fn queues_mut(&mut self) -> &mut [Queue] {
-        &mut self.queues
-    }
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_events
+    fn core_mut(&mut self) -> &mut DeviceCore {
+        &mut self.core
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
     }
-    fn write_config(&mut self, offset: u64, _data: &[u8]) {
-        // Nothing in our configuration space is writable (no CONFIG_WCE).
-        log::debug!("virtio-block: ignoring config write at {offset:#x}");
-    }
-    fn activate(&mut self) -> Result<(), ActivateError> {
-        // Kicked: serve anything queued before the driver finished.
-        activate_queues(
-            &mut self.queues,
-            &self.mem,
-            self.acked_features,
-            &self.queue_events[0],
-            "virtio-block",
-        )?;
-        self.activated = true;
-        Ok(())
-    }
-    fn is_activated(&self) -> bool {
-        self.activated
-    }
-    fn reset(&mut self) {
-        for q in &mut self.queues {
-            q.reset();
-        }
-        self.acked_features = 0;
-        self.activated = false;
-    }
-}
-
-/// The event-loop side of a [`Block`]: drains the queue's ioeventfd and
-/// processes the queue.
-#[derive(Debug)]
-pub struct BlockHandler {
-    device: Arc<Mutex<Block>>,
-}
-
-impl BlockHandler {
-    /// A handler for `device`.
-    pub fn new(device: Arc<Mutex<Block>>) -> Self {
-        BlockHandler { device }
-    }
-}
-
-impl MutEventSubscriber for BlockHandler {
-    fn init(&mut self, ops: &mut EventOps) {
-        let dev = self.device.lock().unwrap_or_else(|p| p.into_inner());
-        let evt = &dev.queue_events[0];
-        if let Err(e) = ops.add(Events::with_data(evt, QUEUE_EVENT, EventSet::IN)) {
-            log::error!("virtio-block: cannot watch the queue event: {e}");
-        }
-    }
-
-    fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        let mut dev = self.device.lock().unwrap_or_else(|p| p.into_inner());
-        match events.data() {
-            QUEUE_EVENT => {
-                let _ = dev.queue_events[0].read();
-                dev.process_queue();
-            }
-            other => log::warn!("virtio-block: unexpected event {other}"),
-        }
+    fn process_queue(&mut self, _index: usize, budget: usize) -> Served {
+        self.process_requests(budget)
     }
 }
 

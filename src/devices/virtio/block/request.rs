@@ -19,6 +19,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH,
@@ -59,23 +60,40 @@ enum Failure {
     Unsupported(u32),
 }
 
-/// A disk image and what the guest knows about it.
+/// A disk image and what the guest knows about it, plus the scratch
+/// space its requests reuse (no allocation per request once warm).
 #[derive(Debug)]
 pub struct Disk {
-    file: File,
+    file: Arc<File>,
     sectors: u64,
     readonly: bool,
     id: [u8; 20],
+    /// The current request's descriptors.
+    descs: Vec<Descriptor>,
+    /// The current request's data buffers as iovecs.
+    iovecs: IoVecs,
 }
+
+/// iovecs pointing into guest memory, kept between requests for their
+/// allocation only: emptied before each use.
+#[derive(Debug, Default)]
+struct IoVecs(Vec<libc::iovec>);
+
+// SAFETY: the pointers are only dereferenced (by the kernel) during the
+// `transfer` call that filled them, on the thread that owns the disk; at
+// rest the vector holds stale values that nothing reads.
+unsafe impl Send for IoVecs {}
 
 impl Disk {
     /// A disk of `sectors` 512-byte sectors backed by `file`.
-    pub fn new(file: File, sectors: u64, readonly: bool, id: [u8; 20]) -> Self {
+    pub fn new(file: Arc<File>, sectors: u64, readonly: bool, id: [u8; 20]) -> Self {
         Disk {
             file,
             sectors,
             readonly,
             id,
+            descs: Vec::new(),
+            iovecs: IoVecs::default(),
         }
     }
 
@@ -104,10 +122,23 @@ impl Disk {
 
     /// Serves one request; returns the number of bytes written into the
     /// chain's device-writable buffers (the used element's length).
-    pub fn execute(&self, mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
+    pub fn execute(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        chain: DescriptorChain<&GuestMemoryMmap>,
+    ) -> u32 {
         // The chain iterator stops after `queue size` descriptors, so a
-        // loop in the chain ends here too.
-        let descs: Vec<Descriptor> = chain.collect();
+        // loop in the chain ends here too. The vector keeps its capacity
+        // from request to request.
+        let mut descs = std::mem::take(&mut self.descs);
+        descs.clear();
+        descs.extend(chain);
+        let len = self.execute_descs(mem, &descs);
+        self.descs = descs;
+        len
+    }
+
+    fn execute_descs(&mut self, mem: &GuestMemoryMmap, descs: &[Descriptor]) -> u32 {
         let Some((status, rest)) = descs.split_last() else {
             return 0;
         };
@@ -137,7 +168,7 @@ impl Disk {
 
     /// Returns the number of data bytes written into guest memory.
     fn serve(
-        &self,
+        &mut self,
         mem: &GuestMemoryMmap,
         header: &Descriptor,
         data: &[Descriptor],
@@ -155,8 +186,15 @@ impl Disk {
         match kind {
             VIRTIO_BLK_T_IN => {
                 let total = self.check_data(mem, data, true, sector)?;
-                transfer(&self.file, mem, data, sector * SECTOR_SIZE, Direction::Read)
-                    .map_err(|_| Failure::IoErr("read failed"))?;
+                transfer(
+                    &self.file,
+                    mem,
+                    data,
+                    sector * SECTOR_SIZE,
+                    Direction::Read,
+                    &mut self.iovecs.0,
+                )
+                .map_err(|_| Failure::IoErr("read failed"))?;
                 Ok(total)
             }
             VIRTIO_BLK_T_OUT => {
@@ -170,6 +208,7 @@ impl Disk {
                     data,
                     sector * SECTOR_SIZE,
                     Direction::Write,
+                    &mut self.iovecs.0,
                 )
                 .map_err(|_| Failure::IoErr("write failed"))?;
                 Ok(0)
@@ -253,37 +292,38 @@ const MAX_IOVECS: usize = 1024;
 /// `preadv` for the whole request rather than one call per buffer; writes
 /// are one `pwrite` per buffer, since `pwritev` with a request's 4 KiB
 /// buffers measured about 3 times slower (lab, tmpfs-backed image,
-/// `docs/PERFORMANCE.md`).
+/// `docs/PERFORMANCE.md`). `iovecs` is scratch space (emptied first).
 fn transfer(
     file: &File,
     mem: &GuestMemoryMmap,
     data: &[Descriptor],
     mut offset: u64,
     direction: Direction,
+    iovecs: &mut Vec<libc::iovec>,
 ) -> io::Result<()> {
-    // The guards keep the slices' pointers valid until the calls are done.
-    let mut guards = Vec::new();
+    iovecs.clear();
     for d in data {
         for slice in GuestMemoryBackend::get_slices(mem, d.addr(), d.len() as usize) {
             let slice = slice.map_err(io::Error::other)?;
-            guards.push(slice.ptr_guard_mut());
+            // The plain mmap backend's guard only carries the pointer: the
+            // mapping itself lives as long as `mem`, which outlives this
+            // call (guest RAM is never unmapped while the VM runs).
+            let guard = slice.ptr_guard_mut();
+            if guard.len() > 0 {
+                iovecs.push(libc::iovec {
+                    iov_base: guard.as_ptr().cast(),
+                    iov_len: guard.len(),
+                });
+            }
         }
     }
-    let mut iovecs: Vec<libc::iovec> = guards
-        .iter()
-        .filter(|g| g.len() > 0)
-        .map(|g| libc::iovec {
-            iov_base: g.as_ptr().cast(),
-            iov_len: g.len(),
-        })
-        .collect();
     let mut first = 0;
     while first < iovecs.len() {
         let batch = &iovecs[first..iovecs.len().min(first + MAX_IOVECS)];
-        // SAFETY: every iovec points into mapped guest memory held by a
-        // guard in `guards` (alive until the end of this function) and its
-        // length stays within that slice; the kernel reads or writes at most
-        // those bytes.
+        // SAFETY: every iovec points into guest memory mapped for as long
+        // as `mem` lives (borrowed for this whole call) and its length
+        // stays within one checked slice; the kernel reads or writes at
+        // most those bytes.
         let n = unsafe {
             match direction {
                 Direction::Read => libc::preadv64(

@@ -15,6 +15,8 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::devices::virtio::test_utils::{chain, used, used_idx};
+use virtio_queue::QueueT;
+use vmm_sys_util::eventfd::EventFd;
 
 const MEM_SIZE: usize = 16 << 20;
 const QSIZE: u16 = 16;
@@ -78,7 +80,7 @@ impl Setup {
         let (file, size) = open_disk(&self.disk.0, readonly).unwrap();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let mut b = Block::new(
-            file,
+            Arc::new(file),
             size,
             readonly,
             "test-disk-id",
@@ -86,7 +88,7 @@ impl Setup {
             Arc::new(Interrupt::new(irq)),
         )
         .unwrap();
-        b.queues[0] = mock.create_queue().unwrap();
+        b.queues_mut()[0] = mock.create_queue().unwrap();
         b.set_acked_features(b.avail_features());
         b.activate().unwrap();
         b
@@ -167,7 +169,7 @@ fn out_then_in_round_trip() {
             (STATUS, 1, true),
         ],
     );
-    b.process_queue();
+    b.process_requests(usize::MAX);
     assert_eq!(used_idx(&mock), 1);
     assert_eq!(used(&mock, 0), (0, 1));
     assert_eq!(s.status(), VIRTIO_BLK_S_OK as u8);
@@ -182,14 +184,14 @@ fn out_then_in_round_trip() {
         4,
         &[(HDR, 16, false), (DATA2, 1024, true), (STATUS, 1, true)],
     );
-    b.process_queue();
+    b.process_requests(usize::MAX);
     assert_eq!(used_idx(&mock), 2);
     assert_eq!(used(&mock, 1), (4, 1025));
     assert_eq!(s.status(), VIRTIO_BLK_S_OK as u8);
     assert_eq!(s.bytes(DATA2, 1024), pattern);
     assert_eq!(s.bytes(DATA2 + 1024, 1), [POISON]);
     // The driver was interrupted.
-    assert_eq!(b.interrupt.status() & 1, 1);
+    assert_eq!(b.core().interrupt().status() & 1, 1);
 }
 
 #[test]
@@ -203,7 +205,7 @@ fn read_the_last_sector() {
         0,
         &[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)],
     );
-    b.process_queue();
+    b.process_requests(usize::MAX);
     assert_eq!(s.status(), VIRTIO_BLK_S_OK as u8);
     assert_eq!(s.bytes(DATA, 512), expected((DISK_SECTORS - 1) * 512, 512));
 }
@@ -215,7 +217,7 @@ fn flush_and_get_id() {
     let mut b = s.block(false, &mock);
     s.header(VIRTIO_BLK_T_FLUSH, 0);
     chain(&mock, 0, &[(HDR, 16, false), (STATUS, 1, true)]);
-    b.process_queue();
+    b.process_requests(usize::MAX);
     assert_eq!(used(&mock, 0), (0, 1));
     assert_eq!(s.status(), VIRTIO_BLK_S_OK as u8);
 
@@ -225,7 +227,7 @@ fn flush_and_get_id() {
         2,
         &[(HDR, 16, false), (DATA, 20, true), (STATUS, 1, true)],
     );
-    b.process_queue();
+    b.process_requests(usize::MAX);
     assert_eq!(used(&mock, 1), (2, 21));
     assert_eq!(s.status(), VIRTIO_BLK_S_OK as u8);
     let mut id = b"test-disk-id".to_vec();
@@ -246,7 +248,7 @@ fn readonly_disk_refuses_writes() {
         0,
         &[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)],
     );
-    b.process_queue();
+    b.process_requests(usize::MAX);
     assert_eq!(used(&mock, 0), (0, 1));
     assert_eq!(s.status(), VIRTIO_BLK_S_IOERR as u8);
     assert_eq!(s.disk.contents(), before);
@@ -264,9 +266,9 @@ fn hostile(kind: u32, sector: u64, descs: &[(u64, u32, bool)]) -> (u32, u8) {
     let before = s.disk.contents();
     s.header(kind, sector);
     chain(&mock, 0, descs);
-    b.process_queue();
+    b.process_requests(usize::MAX);
     assert_eq!(used_idx(&mock), 1, "request not completed");
-    assert!(!b.interrupt.needs_reset());
+    assert!(!b.core().interrupt().needs_reset());
     assert_eq!(s.disk.contents(), before, "disk changed");
     assert_eq!(s.bytes(DATA, 0x2000), vec![POISON; 0x2000], "data written");
     (used(&mock, 0).1, s.status())
@@ -435,9 +437,9 @@ fn loop_in_chain_terminates() {
         RawDescriptor::from(SplitDescriptor::new(STATUS, 1, next, 1)),
     ];
     mock.add_desc_chains(&raw, 0).unwrap();
-    b.process_queue();
+    b.process_requests(usize::MAX);
     assert_eq!(used_idx(&mock), 1);
-    assert!(!b.interrupt.needs_reset());
+    assert!(!b.core().interrupt().needs_reset());
     assert_eq!(s.disk.contents(), before);
     // Self-loop on the head.
     let raw = [RawDescriptor::from(SplitDescriptor::new(
@@ -447,7 +449,7 @@ fn loop_in_chain_terminates() {
         3,
     ))];
     mock.add_desc_chains(&raw, 3).unwrap();
-    b.process_queue();
+    b.process_requests(usize::MAX);
     assert_eq!(used_idx(&mock), 2);
     assert_eq!(used(&mock, 1), (3, 0));
 }
@@ -459,12 +461,12 @@ fn runaway_avail_index_needs_reset() {
     let mut b = s.block(false, &mock);
     // The driver claims more chains than the ring holds.
     mock.avail().idx().store(QSIZE + 1);
-    b.process_queue();
-    assert!(b.interrupt.needs_reset());
-    assert_eq!(b.interrupt.status() & 2, 2, "no config interrupt");
+    b.process_requests(usize::MAX);
+    assert!(b.core().interrupt().needs_reset());
+    assert_eq!(b.core().interrupt().status() & 2, 2, "no config interrupt");
     assert_eq!(used_idx(&mock), 0);
     // Stopped: nothing more is served.
-    b.process_queue();
+    b.process_requests(usize::MAX);
     assert_eq!(used_idx(&mock), 0);
 }
 
@@ -475,8 +477,8 @@ fn head_index_beyond_queue_needs_reset() {
     let mut b = s.block(false, &mock);
     mock.avail().ring().ref_at(0).unwrap().store(QSIZE + 3);
     mock.avail().idx().store(1);
-    b.process_queue();
-    assert!(b.interrupt.needs_reset());
+    b.process_requests(usize::MAX);
+    assert!(b.core().interrupt().needs_reset());
 }
 
 #[test]
@@ -489,7 +491,7 @@ fn invalid_queue_refuses_activation() {
     // Not ready.
     assert!(b.activate().is_err());
     // Rings outside guest memory.
-    let q = &mut b.queues[0];
+    let q = &mut b.queues_mut()[0];
     q.set_ready(true);
     q.set_used_ring_address(Some(0xffff_f000), Some(0xf));
     assert!(b.activate().is_err());
@@ -500,15 +502,15 @@ fn event_idx_suppresses_interrupts() {
     let s = Setup::new();
     let mock = MockSplitQueue::new(s.mem.as_ref(), QSIZE);
     let mut b = s.block(false, &mock);
-    assert!(b.queues[0].event_idx_enabled());
+    assert!(b.queues()[0].event_idx_enabled());
     // used_event (after the avail ring) = 5: no interrupt for the first one.
     let used_event = mock.avail_addr().0 + 4 + 2 * u64::from(QSIZE);
     s.mem.write_obj(5u16, GuestAddress(used_event)).unwrap();
     s.header(VIRTIO_BLK_T_FLUSH, 0);
     chain(&mock, 0, &[(HDR, 16, false), (STATUS, 1, true)]);
-    b.process_queue();
+    b.process_requests(usize::MAX);
     assert_eq!(used_idx(&mock), 1);
-    assert_eq!(b.interrupt.status(), 0);
+    assert_eq!(b.core().interrupt().status(), 0);
 }
 
 #[test]

@@ -2,9 +2,10 @@
 //!
 //! [`Console`] is the device: queue 0 is port 0's receiveq (host to guest),
 //! queue 1 its transmitq (guest to host); no `MULTIPORT`, so no control
-//! queues. Output: [`Console::process_transmit`] runs on the event loop
-//! thread through [`ConsoleHandler`], woken by the transmitq's ioeventfd,
-//! and writes each buffer to the console sink (ember's stdout). Input:
+//! queues. Output: [`Console::process_transmit`] runs on the console's own
+//! thread ([`super::worker`]), woken by the transmitq's ioeventfd, and
+//! writes each buffer to the console sink (ember's stdout, through the
+//! bounded [`crate::devices::output::Output`]). Input:
 //! [`Console::receive`] puts bytes into the buffers the driver posted on
 //! the receiveq; the stdin forwarder (`crate::stdin`) calls it and keeps
 //! what does not fit, woken again by the receiveq's ioeventfd (the driver
@@ -29,19 +30,17 @@
 //! queue, an unwritable used ring) sets `DEVICE_NEEDS_RESET`.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use event_manager::{EventOps, Events, MutEventSubscriber};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemoryBackend};
-use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{activate_queues, read_config_bytes, ActivateError, Interrupt, VirtioDevice};
+use super::{read_config_bytes, CoreError, DeviceCore, Interrupt, Served, VirtioDevice};
 use crate::memory::GuestMemoryMmap;
 
 /// Size of each queue. Linux fills the receiveq with one page per
@@ -55,32 +54,24 @@ pub const TX_QUEUE: usize = 1;
 /// Length of the configuration space (`struct virtio_console_config`:
 /// cols, rows, max_nr_ports, emerg_wr), all zero: no feature uses it.
 pub const CONFIG_LEN: usize = 12;
-/// Event-manager key of the transmitq's ioeventfd.
-pub const TX_EVENT: u32 = 1;
 /// Bytes copied from guest memory to the sink at a time.
 const CHUNK: usize = 4096;
 
 /// Console device errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A queue's eventfd cannot be created or duplicated.
-    #[error("cannot create an eventfd")]
+    /// The device's queues or eventfds cannot be created.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// The receiveq's eventfd cannot be duplicated.
+    #[error("cannot duplicate an eventfd")]
     EventFd(#[source] std::io::Error),
-    /// virtio-queue rejected the queue size (a bug).
-    #[error("cannot create the virtio queue")]
-    Queue(#[source] virtio_queue::Error),
 }
 
 /// The virtio-console device.
 pub struct Console {
-    avail_features: u64,
-    acked_features: u64,
-    queues: [Queue; 2],
-    queue_events: [EventFd; 2],
-    interrupt: Arc<Interrupt>,
-    mem: Arc<GuestMemoryMmap>,
+    core: DeviceCore,
     out: Box<dyn Write + Send>,
-    activated: bool,
     /// The driver has sent output since activation: input may flow.
     output_seen: bool,
 }
@@ -88,8 +79,7 @@ pub struct Console {
 impl std::fmt::Debug for Console {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Console")
-            .field("acked_features", &self.acked_features)
-            .field("activated", &self.activated)
+            .field("core", &self.core)
             .field("output_seen", &self.output_seen)
             .finish_non_exhaustive()
     }
@@ -102,17 +92,13 @@ impl Console {
         interrupt: Arc<Interrupt>,
         out: Box<dyn Write + Send>,
     ) -> Result<Self, Error> {
-        let evt = || EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(Error::EventFd);
-        let queue = || Queue::new(QUEUE_SIZE).map_err(Error::Queue);
+        let features = (1u64 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX);
+        // The transmit queue is kicked at activation: output queued before
+        // DRIVER_OK is served (input waits for output).
+        let core = DeviceCore::new(features, &[QUEUE_SIZE; 2], TX_QUEUE, mem, interrupt)?;
         Ok(Console {
-            avail_features: (1u64 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX),
-            acked_features: 0,
-            queues: [queue()?, queue()?],
-            queue_events: [evt()?, evt()?],
-            interrupt,
-            mem,
+            core,
             out,
-            activated: false,
             output_seen: false,
         })
     }
@@ -122,61 +108,34 @@ impl Console {
     /// output, so the stdin forwarder knows when to call
     /// [`Console::receive`] again.
     pub fn rx_ready(&self) -> Result<EventFd, Error> {
-        self.queue_events[RX_QUEUE]
+        self.core
+            .queue_event(RX_QUEUE)
             .try_clone()
             .map_err(Error::EventFd)
     }
 
-    fn running(&self) -> bool {
-        self.activated && !self.interrupt.needs_reset()
-    }
-
-    fn broken(&self, what: &str, e: virtio_queue::Error) {
-        log::warn!("virtio-console: broken {what} ({e}); device needs reset");
-        self.interrupt.set_needs_reset();
-    }
-
-    /// Writes every available transmit buffer to the sink and returns the
-    /// chains (length 0: the device writes nothing into them); disables
-    /// notifications meanwhile and looks again after re-enabling them, and
-    /// interrupts the driver once if it asked for it. The first output
+    /// Writes the available transmit buffers to the sink (at most
+    /// `budget`, see [`super::serve_queue`]) and returns the chains with
+    /// length 0 (the device writes nothing into them). The first output
     /// after activation lets input flow (see the module docs).
-    pub fn process_transmit(&mut self) {
-        if !self.running() {
-            return;
-        }
-        let mem: &GuestMemoryMmap = &self.mem;
-        let queue = &mut self.queues[TX_QUEUE];
+    pub fn process_transmit(&mut self, budget: usize) -> Served {
         let out = &mut self.out;
         let mut used = false;
-        let result = (|| -> Result<(), virtio_queue::Error> {
-            loop {
-                queue.disable_notification(mem)?;
-                while let Some(chain) = queue.iter(mem)?.next() {
-                    let head = chain.head_index();
-                    transmit(mem, chain, out);
-                    queue.add_used(mem, head, 0)?;
-                    used = true;
-                }
-                if !queue.enable_notification(mem)? {
-                    return Ok(());
-                }
-            }
-        })();
-        if let Err(e) = result {
-            self.broken("transmitq", e);
-            return;
-        }
-        if used && queue.needs_notification(mem).unwrap_or(true) {
-            self.interrupt.signal_used_queue();
-        }
+        let served = self
+            .core
+            .serve(TX_QUEUE, budget, "virtio-console", |mem, chain| {
+                transmit(mem, chain, out);
+                used = true;
+                0
+            });
         if used && !self.output_seen {
             self.output_seen = true;
             // Wake the stdin forwarder for input that waited.
-            if let Err(e) = self.queue_events[RX_QUEUE].write(1) {
+            if let Err(e) = self.core.queue_event(RX_QUEUE).write(1) {
                 log::error!("virtio-console: cannot wake the input: {e}");
             }
         }
+        served
     }
 
     /// Puts as much of `input` as fits into the receive buffers the driver
@@ -185,11 +144,10 @@ impl Console {
     /// next buffer wakes [`Console::rx_ready`]. Takes nothing before the
     /// driver's first output after activation, or after the device broke.
     pub fn receive(&mut self, input: &[u8]) -> usize {
-        if input.is_empty() || !self.running() || !self.output_seen {
+        if input.is_empty() || !self.core.running() || !self.output_seen {
             return 0;
         }
-        let mem: &GuestMemoryMmap = &self.mem;
-        let queue = &mut self.queues[RX_QUEUE];
+        let (mem, queue, interrupt) = self.core.memory_and_queue(RX_QUEUE);
         let mut taken = 0;
         let mut used = false;
         let result = (|| -> Result<(), virtio_queue::Error> {
@@ -213,9 +171,10 @@ impl Console {
         })();
         let notify = used && queue.needs_notification(mem).unwrap_or(true);
         if let Err(e) = result {
-            self.broken("receiveq", e);
+            log::warn!("virtio-console: broken receiveq ({e}); device needs reset");
+            interrupt.set_needs_reset();
         } else if notify {
-            self.interrupt.signal_used_queue();
+            interrupt.signal_used_queue();
         }
         taken
     }
@@ -301,90 +260,27 @@ impl VirtioDevice for Console {
     fn device_type(&self) -> u32 {
         VIRTIO_ID_CONSOLE
     }
-    fn avail_features(&self) -> u64 {
-        self.avail_features
+    fn core(&self) -> &DeviceCore {
+        &self.core
     }
-    fn acked_features(&self) -> u64 {
-        self.acked_features
-    }
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features;
-    }
-    fn queues(&self) -> &[Queue] {
-        &self.queues
-    }
-    fn queues_mut(&mut self) -> &mut [Queue] {
-        &mut self.queues
-    }
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_events
+    fn core_mut(&mut self) -> &mut DeviceCore {
+        &mut self.core
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&[0u8; CONFIG_LEN], offset, data);
     }
-    fn write_config(&mut self, offset: u64, _data: &[u8]) {
-        // emerg_wr is writable only with EMERG_WRITE, which is not offered.
-        log::debug!("virtio-console: ignoring config write at {offset:#x}");
-    }
-    fn activate(&mut self) -> Result<(), ActivateError> {
-        // The transmit queue is kicked: output queued before DRIVER_OK is
-        // served (input waits for output).
-        activate_queues(
-            &mut self.queues,
-            &self.mem,
-            self.acked_features,
-            &self.queue_events[TX_QUEUE],
-            "virtio-console",
-        )?;
-        self.activated = true;
-        Ok(())
-    }
-    fn is_activated(&self) -> bool {
-        self.activated
-    }
-    fn reset(&mut self) {
-        for q in &mut self.queues {
-            q.reset();
+    fn process_queue(&mut self, index: usize, budget: usize) -> Served {
+        match index {
+            TX_QUEUE => self.process_transmit(budget),
+            // The receiveq's notifications go to the stdin forwarder.
+            _ => Served::Done,
         }
-        self.acked_features = 0;
-        self.activated = false;
+    }
+    fn worker_queues(&self) -> Vec<usize> {
+        vec![TX_QUEUE]
+    }
+    fn on_reset(&mut self) {
         self.output_seen = false;
-    }
-}
-
-/// The event-loop side of a [`Console`]: drains the transmitq's ioeventfd
-/// and writes the output. (The receiveq's ioeventfd belongs to the stdin
-/// forwarder, see [`Console::rx_ready`].)
-#[derive(Debug)]
-pub struct ConsoleHandler {
-    device: Arc<Mutex<Console>>,
-}
-
-impl ConsoleHandler {
-    /// A handler for `device`.
-    pub fn new(device: Arc<Mutex<Console>>) -> Self {
-        ConsoleHandler { device }
-    }
-}
-
-impl MutEventSubscriber for ConsoleHandler {
-    fn init(&mut self, ops: &mut EventOps) {
-        let dev = self.device.lock().unwrap_or_else(|p| p.into_inner());
-        let evt = &dev.queue_events[TX_QUEUE];
-        if let Err(e) = ops.add(Events::with_data(evt, TX_EVENT, EventSet::IN)) {
-            log::error!("virtio-console: cannot watch the transmit queue: {e}");
-        }
-    }
-
-    fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        let mut dev = self.device.lock().unwrap_or_else(|p| p.into_inner());
-        match events.data() {
-            TX_EVENT => {
-                let _ = dev.queue_events[TX_QUEUE].read();
-                dev.process_transmit();
-            }
-            other => log::warn!("virtio-console: unexpected event {other}"),
-        }
     }
 }
 

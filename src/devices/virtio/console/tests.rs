@@ -4,8 +4,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use event_manager::SubscriberOps;
-
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::desc::RawDescriptor;
@@ -65,8 +63,8 @@ impl Setup {
             Box::new(self.sink.clone()),
         )
         .unwrap();
-        c.queues[RX_QUEUE] = rx.create_queue().unwrap();
-        c.queues[TX_QUEUE] = tx.create_queue().unwrap();
+        c.queues_mut()[RX_QUEUE] = rx.create_queue().unwrap();
+        c.queues_mut()[TX_QUEUE] = tx.create_queue().unwrap();
         c.set_acked_features(c.avail_features());
         c.activate().unwrap();
         c
@@ -88,7 +86,7 @@ impl Setup {
 fn first_output(s: &Setup, c: &mut Console, tx: &MockSplitQueue<GuestMemoryMmap>) {
     s.write(BUF2 + 0x1800, b">");
     chain(tx, QSIZE - 1, &[(BUF2 + 0x1800, 1, false)]);
-    c.process_transmit();
+    c.process_transmit(usize::MAX);
     assert_eq!(s.sink.take(), b">");
 }
 
@@ -121,14 +119,18 @@ fn transmit_writes_every_buffer_in_order() {
     chain(&tx, 0, &[(BUF, 7, false), (BUF2, 6, false)]);
     s.write(BUF + 0x1000, b"second");
     chain(&tx, 2, &[(BUF + 0x1000, 6, false)]);
-    c.process_transmit();
+    c.process_transmit(usize::MAX);
     assert_eq!(s.sink.take(), b"hello, world\nsecond");
     assert_eq!(used_idx(&tx), 2);
     assert_eq!(used(&tx, 0), (0, 0));
     assert_eq!(used(&tx, 1), (2, 0));
-    assert_eq!(c.interrupt.status() & 1, 1, "no used-buffer interrupt");
+    assert_eq!(
+        c.core().interrupt().status() & 1,
+        1,
+        "no used-buffer interrupt"
+    );
     // Nothing new: nothing written.
-    c.process_transmit();
+    c.process_transmit(usize::MAX);
     assert!(s.sink.take().is_empty());
 }
 
@@ -140,7 +142,7 @@ fn transmit_larger_than_a_chunk() {
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     s.write(BUF, &data);
     chain(&tx, 0, &[(BUF, data.len() as u32, false)]);
-    c.process_transmit();
+    c.process_transmit(usize::MAX);
     assert_eq!(s.sink.take(), data);
 }
 
@@ -152,11 +154,11 @@ fn hostile_transmit(descs: &[(u64, u32, bool)]) {
     let mut c = s.console(&rx, &tx);
     s.write(BUF, b"must not appear");
     chain(&tx, 0, descs);
-    c.process_transmit();
+    c.process_transmit(usize::MAX);
     assert_eq!(used_idx(&tx), 1, "chain not returned: {descs:?}");
     assert_eq!(used(&tx, 0), (0, 0));
     assert!(s.sink.take().is_empty(), "output written for {descs:?}");
-    assert!(!c.interrupt.needs_reset());
+    assert!(!c.core().interrupt().needs_reset());
 }
 
 #[test]
@@ -186,7 +188,7 @@ fn loops_in_chains_terminate() {
         RawDescriptor::from(SplitDescriptor::new(BUF, 1, next, 0)),
     ];
     tx.add_desc_chains(&raw, 0).unwrap();
-    c.process_transmit();
+    c.process_transmit(usize::MAX);
     assert_eq!(used_idx(&tx), 1);
     assert!(s.sink.take().len() <= usize::from(QSIZE));
     // A self-loop on the receiveq.
@@ -199,7 +201,7 @@ fn loops_in_chains_terminate() {
     rx.add_desc_chains(&raw, 0).unwrap();
     assert!(c.receive(b"abcdefgh") <= 4 * usize::from(QSIZE));
     assert_eq!(used_idx(&rx), 1);
-    assert!(!c.interrupt.needs_reset());
+    assert!(!c.core().interrupt().needs_reset());
 }
 
 #[test]
@@ -234,7 +236,7 @@ fn input_waits_for_the_first_output() {
     assert!(ready.read().is_err(), "woken before the first output");
     s.write(BUF2, b"login: ");
     chain(&tx, 0, &[(BUF2, 7, false)]);
-    c.process_transmit();
+    c.process_transmit(usize::MAX);
     // The first output wakes the stdin forwarder, and input flows.
     assert_eq!(ready.read().unwrap(), 1);
     assert_eq!(c.receive(b"early"), 5);
@@ -257,7 +259,11 @@ fn receive_without_buffers_takes_what_fits_and_asks_for_a_kick() {
     assert_eq!(s.bytes(BUF, 2), b"ea");
     // (One chain only: the mock's used ring overlaps its avail ring's
     // used_event, so a second used entry would look like a used_event.)
-    assert_eq!(c.interrupt.status() & 1, 1, "no used-buffer interrupt");
+    assert_eq!(
+        c.core().interrupt().status() & 1,
+        1,
+        "no used-buffer interrupt"
+    );
     // Out of buffers with input left: the device asks to be notified when
     // the next buffer is posted (EVENT_IDX: avail_event = next avail index,
     // just after the used ring's entries).
@@ -298,7 +304,7 @@ fn hostile_receive_chains_get_nothing() {
         assert_eq!(used(&rx, 0), (0, 0), "{descs:?}");
         assert_eq!(s.bytes(BUF, 0x200), vec![POISON; 0x200], "{descs:?}");
         assert_eq!(s.bytes(BUF2, 6), b"input\xee");
-        assert!(!c.interrupt.needs_reset());
+        assert!(!c.core().interrupt().needs_reset());
     }
 }
 
@@ -323,14 +329,14 @@ fn broken_queues_need_reset() {
             if queue == RX_QUEUE {
                 assert_eq!(c.receive(b"x"), 0);
             } else {
-                c.process_transmit();
+                c.process_transmit(usize::MAX);
             }
-            assert!(c.interrupt.needs_reset(), "queue {queue}");
-            assert_eq!(c.interrupt.status() & 2, 2, "no config interrupt");
+            assert!(c.core().interrupt().needs_reset(), "queue {queue}");
+            assert_eq!(c.core().interrupt().status() & 2, 2, "no config interrupt");
             assert_eq!(used_idx(mock), 0);
             // Stopped: neither queue is served any more.
             chain(&tx, 0, &[(BUF, 1, false)]);
-            c.process_transmit();
+            c.process_transmit(usize::MAX);
             assert_eq!(c.receive(b"x"), 0);
             assert!(s.sink.take().is_empty());
         }
@@ -347,7 +353,7 @@ fn nothing_moves_before_activation_or_after_reset() {
     assert_eq!(c.acked_features(), 0);
     s.write(BUF, b"out");
     chain(&tx, 0, &[(BUF, 3, false)]);
-    c.process_transmit();
+    c.process_transmit(usize::MAX);
     assert!(s.sink.take().is_empty());
     assert_eq!(c.receive(b"in"), 0);
     // Queues not ready: activation is refused.
@@ -365,17 +371,19 @@ fn activation_kicks_the_transmit_queue() {
 }
 
 #[test]
-fn handler_serves_the_transmit_queue() {
+fn its_thread_serves_the_transmit_queue() {
     let s = Setup::new();
     let (rx, tx) = (s.rx(), s.tx());
     let c = Arc::new(Mutex::new(s.console(&rx, &tx)));
-    s.write(BUF, b"via the loop");
-    chain(&tx, 0, &[(BUF, 12, false)]);
-    let mut manager =
-        event_manager::EventManager::<Box<dyn MutEventSubscriber + Send>>::new().unwrap();
-    manager.add_subscriber(Box::new(ConsoleHandler::new(c.clone())));
+    s.write(BUF, b"via the thread");
+    chain(&tx, 0, &[(BUF, 14, false)]);
     // activate() already kicked the transmitq.
-    manager.run_with_timeout(1000).unwrap();
-    assert_eq!(s.sink.take(), b"via the loop");
+    let w = crate::devices::virtio::worker::spawn("test-hvc0", c.clone(), None).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while used_idx(&tx) != 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(w.join(deadline));
+    assert_eq!(s.sink.take(), b"via the thread");
     assert_eq!(used_idx(&tx), 1);
 }
