@@ -356,37 +356,34 @@ puthex32:
         jnz     1b
         ret
 
-/* putdec: print edi (< 1000) in decimal, without leading zeros. */
+/* putdec: print rdi (unsigned, 64 bits) in decimal, without leading
+ * zeros. Digits by repeated subtraction of powers of ten: no div.
+ * Clobbers rax, rcx, rdx, rsi, rdi. */
 putdec:
+        push    %rbx
+        lea     pow10(%rip), %rsi
+        xor     %ebx, %ebx              /* digits printed so far */
         mov     $COM1, %dx
-        mov     %edi, %eax
-        cmp     $100, %eax
-        jb      1f
-        xor     %ecx, %ecx
-0:      sub     $100, %eax              /* hundreds by subtraction: no div */
-        inc     %ecx
-        cmp     $100, %eax
-        jae     0b
-        mov     %eax, %edi
-        lea     '0'(%ecx), %eax
-        outb    %al, %dx
-        mov     %edi, %eax
-        jmp     2f
-1:      cmp     $10, %eax
+1:      mov     (%rsi), %rcx            /* 10^19 down to 10, then 0 */
+        test    %rcx, %rcx
+        jz      4f
+        add     $8, %rsi
+        mov     $'0', %eax
+2:      cmp     %rcx, %rdi
         jb      3f
-2:      xor     %ecx, %ecx
-        cmp     $10, %eax
-        jb      5f
-4:      sub     $10, %eax
-        inc     %ecx
-        cmp     $10, %eax
-        jae     4b
-5:      mov     %eax, %edi
-        lea     '0'(%ecx), %eax
+        sub     %rcx, %rdi
+        inc     %eax
+        jmp     2b
+3:      cmp     $'0', %al
+        jne     5f
+        test    %ebx, %ebx
+        jz      1b                      /* a leading zero */
+5:      outb    %al, %dx
+        inc     %ebx
+        jmp     1b
+4:      lea     '0'(%rdi), %eax         /* the units digit, always */
         outb    %al, %dx
-        mov     %edi, %eax
-3:      add     $'0', %eax
-        outb    %al, %dx
+        pop     %rbx
         ret
 
 .ifdef PVH
@@ -482,6 +479,13 @@ msg_page:       .asciz "ember-tiny: file page word 0x"
 msg_irq:        .asciz "ember-tiny: interrupt vector "
 msg_no_irq:     .asciz "ember-tiny: no interrupt\n"
 msg_nl:         .asciz "\n"
+        .balign 8
+pow10:
+        .quad   10000000000000000000, 1000000000000000000, 100000000000000000
+        .quad   10000000000000000, 1000000000000000, 100000000000000
+        .quad   10000000000000, 1000000000000, 100000000000, 10000000000
+        .quad   1000000000, 100000000, 10000000, 1000000, 100000, 10000
+        .quad   1000, 100, 10, 0
         .balign 16
 pvh_stack:      .fill 256, 1, 0
 pvh_stack_top:
