@@ -39,6 +39,39 @@
  *     vector that arrives ("interrupt vector N") or "no interrupt", then
  *     resets. The VMM must leave the PIC masked: an unprogrammed PIC would
  *     deliver IRQ 4 through LINT0 as vector 4, an exception vector.
+ *  13 count: print "counting", count rbx from 0 to COUNT (default
+ *     400000: about 0.7 s on PVM, which emulates CPL0 code at ~0.5 us an
+ *     instruction) in a three-instruction loop whose rip stays in
+ *     [count_loop, count_done) (global symbols), print "counted N", reset.
+ *     A paused vCPU must show rbx and rip standing still.
+ *  14 hostile virtio-block rings: set up the disk in slot 0 (VERSION_1
+ *     only, no EVENT_IDX), queue 0 of size 8 with its available ring at A
+ *     (A = 2 mod 4) and its used ring at A + 2, so that avail.idx is
+ *     used.flags (and avail.ring[0] is used.idx). Descriptor 0 is a lone
+ *     1-byte device-writable status byte (a malformed request, answered
+ *     with IOERR); avail.ring[0] = 0, avail.idx = 1, notify, print
+ *     "hostile queue posted", then cli; hlt forever. A device that
+ *     disables notifications (used.flags = 1, so avail.idx = 1) and
+ *     re-enables them (0) before checking avail.idx against its next
+ *     index (1) finds new work forever; it starts at the DRIVER_OK kick.
+ *  15 serial flood: print "flooding", then the same line on COM1 forever.
+ *  16 virtio-console flood (--console virtio, no disks: slot 0): print
+ *     "console flooding" on COM1, set up the console (VERSION_1 only),
+ *     the receiveq (queue 0, size 8) with an empty ring and the transmitq
+ *     (queue 1, size 8), then forever: make descriptor 0 (4 KiB of text,
+ *     device-readable) available, notify queue 1, spin until used.idx
+ *     catches up (one buffer out at a time).
+ *  17 slow flush + heartbeat: two disks, vda (slot 0) and vdb (slot 1),
+ *     set up as in 14 with normal rings. Poll, without interrupts, keeping
+ *     one FLUSH outstanding on vda (resubmitted when it completes) and one
+ *     4 KiB read of sector 0 on vdb, printing "vdb read N" for each read
+ *     completed, and "tick N" every TICK_CYCLES of TSC (default 300000000,
+ *     100 ms at 3 GHz; below 2^31; the test passes the host's TSC rate /
+ *     10: KVM guests see the host's TSC rate). A request whose status byte
+ *     is not 0 prints "vda flush status S" / "vdb read status S" and
+ *     resets. A stalled vCPU shows as a gap between ticks.
+ *  Modes 14, 16 and 17 print "no such virtio device" or "virtio setup
+ *  failed, status 0x..." and reset if the device setup does not stick.
  *
  * Only plain integer instructions: PVM emulates guest CPL0 code.
  */
@@ -48,6 +81,46 @@
         .set EXIT_STATUS, 0xf4
         .set ACPI_SLEEP_CONTROL, 0x600
         .set ACPI_RESET, 0x602
+        .set VIRTIO_MMIO_BASE, 0xd0000000      /* slot i at + i * STRIDE */
+        .set VIRTIO_MMIO_STRIDE, 0x1000
+        .set VIRTIO_MMIO_MAGIC, 0x74726976     /* "virt" */
+        /* virtio-mmio registers (virtio 1.2 §4.2.2) */
+        .set VIRTIO_MMIO_MAGIC_VALUE, 0x000
+        .set VIRTIO_MMIO_VERSION, 0x004
+        .set VIRTIO_MMIO_DEVICE_ID, 0x008
+        .set VIRTIO_MMIO_DEVICE_FEATURES, 0x010
+        .set VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0x014
+        .set VIRTIO_MMIO_DRIVER_FEATURES, 0x020
+        .set VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0x024
+        .set VIRTIO_MMIO_QUEUE_SEL, 0x030
+        .set VIRTIO_MMIO_QUEUE_NUM_MAX, 0x034
+        .set VIRTIO_MMIO_QUEUE_NUM, 0x038
+        .set VIRTIO_MMIO_QUEUE_READY, 0x044
+        .set VIRTIO_MMIO_QUEUE_NOTIFY, 0x050
+        .set VIRTIO_MMIO_STATUS, 0x070
+        .set VIRTIO_MMIO_QUEUE_DESC_LOW, 0x080
+        .set VIRTIO_MMIO_QUEUE_DESC_HIGH, 0x084
+        .set VIRTIO_MMIO_QUEUE_AVAIL_LOW, 0x090
+        .set VIRTIO_MMIO_QUEUE_AVAIL_HIGH, 0x094
+        .set VIRTIO_MMIO_QUEUE_USED_LOW, 0x0a0
+        .set VIRTIO_MMIO_QUEUE_USED_HIGH, 0x0a4
+        /* device status bits (§2.1) */
+        .set VIRTIO_S_ACKNOWLEDGE, 1
+        .set VIRTIO_S_DRIVER, 2
+        .set VIRTIO_S_DRIVER_OK, 4
+        .set VIRTIO_S_FEATURES_OK, 8
+        .set VIRTIO_ID_BLOCK, 2
+        .set VIRTIO_ID_CONSOLE, 3
+        .set VRING_DESC_F_NEXT, 1
+        .set VRING_DESC_F_WRITE, 2
+        .set VIRTIO_BLK_T_IN, 0
+        .set VIRTIO_BLK_T_FLUSH, 4
+.ifndef COUNT
+        .set COUNT, 400000
+.endif
+.ifndef TICK_CYCLES
+        .set TICK_CYCLES, 300000000             /* 100 ms at 3 GHz */
+.endif
 
         .text
         .code64
@@ -293,6 +366,283 @@ idt_ptr:
         .text
 .endif
 
+.if MODE == 13
+        lea     msg_counting(%rip), %rdi
+        call    puts
+        xor     %ebx, %ebx
+        .globl  count_loop, count_done
+count_loop:                             /* rip stays in [count_loop, count_done) */
+        inc     %rbx
+        cmp     $COUNT, %rbx
+        jb      count_loop
+count_done:
+        lea     msg_counted(%rip), %rdi
+        mov     %rbx, %rsi
+        call    say_dec
+        jmp     reset
+.endif
+
+.if MODE == 14
+        cli
+        mov     $VIRTIO_MMIO_BASE, %r13d        /* slot 0: the disk */
+        mov     %r13, %rdi
+        mov     $VIRTIO_ID_BLOCK, %esi
+        call    virtio_init
+        /* Queue 0, size 8: the available ring 2 bytes below the used
+         * ring, so avail.idx and used.flags are the same 16 bits. */
+        mov     %r13, %rdi
+        xor     %esi, %esi
+        mov     $8, %edx
+        lea     q14_desc(%rip), %rcx
+        lea     q14_avail(%rip), %r8
+        lea     2(%r8), %r9
+        call    virtio_queue
+        /* Descriptor 0: a lone 1-byte device-writable status byte. */
+        lea     q14_desc(%rip), %rdi
+        lea     q14_status(%rip), %rax
+        mov     %rax, (%rdi)                    /* addr */
+        movl    $1, 8(%rdi)                     /* len */
+        movw    $VRING_DESC_F_WRITE, 12(%rdi)   /* flags */
+        movw    $0, 14(%rdi)                    /* next */
+        lea     q14_avail(%rip), %rdi
+        movw    $0, 4(%rdi)                     /* avail.ring[0] = 0 */
+        /* DRIVER_OK kicks the queue: from the device's first look on,
+         * disable/enable notification rewrite avail.idx (1, 0, 1, ...). */
+        mov     %r13, %rdi
+        call    virtio_driver_ok
+        lea     q14_avail(%rip), %rdi
+        movw    $1, 2(%rdi)                     /* avail.idx = 1 */
+        movl    $0, VIRTIO_MMIO_QUEUE_NOTIFY(%r13)
+        lea     msg_hostile_posted(%rip), %rdi
+        call    puts
+1:      hlt
+        jmp     1b
+
+        .data
+        .balign 4096
+q14_desc:       .fill   8 * 16, 1, 0
+        .balign 4096
+        .fill   2, 1, 0
+q14_avail:                              /* page + 2: avail at A, used at A + 2 */
+        .fill   128, 1, 0
+q14_status:     .byte   0xff
+        .text
+.endif
+
+.if MODE == 15
+        lea     msg_flooding(%rip), %rdi
+        call    puts
+1:      lea     msg_flood_line(%rip), %rdi
+        call    puts
+        jmp     1b
+.endif
+
+.if MODE == 16
+        cli
+        lea     msg_console_flooding(%rip), %rdi
+        call    puts
+        mov     $VIRTIO_MMIO_BASE, %r13d        /* slot 0: the console */
+        mov     %r13, %rdi
+        mov     $VIRTIO_ID_CONSOLE, %esi
+        call    virtio_init
+        /* Queue 0 (receiveq): ready with an empty ring; queue 1
+         * (transmitq): descriptor 0 is the 4 KiB text, device-readable. */
+        mov     %r13, %rdi
+        xor     %esi, %esi
+        mov     $8, %edx
+        lea     q16_rx_desc(%rip), %rcx
+        lea     q16_rx_avail(%rip), %r8
+        lea     q16_rx_used(%rip), %r9
+        call    virtio_queue
+        mov     %r13, %rdi
+        mov     $1, %esi
+        mov     $8, %edx
+        lea     q16_tx_desc(%rip), %rcx
+        lea     q16_tx_avail(%rip), %r8
+        lea     q16_tx_used(%rip), %r9
+        call    virtio_queue
+        mov     %r13, %rdi
+        call    virtio_driver_ok
+        lea     q16_tx_desc(%rip), %rdi
+        lea     flood_text(%rip), %rax
+        mov     %rax, (%rdi)
+        movl    $4096, 8(%rdi)
+        lea     q16_tx_avail(%rip), %r8
+        lea     q16_tx_used(%rip), %r9
+1:      movzwl  2(%r8), %eax                    /* avail.idx */
+        mov     %eax, %ecx
+        and     $7, %ecx
+        movw    $0, 4(%r8,%rcx,2)               /* avail.ring[idx % 8] = 0 */
+        inc     %eax
+        movw    %ax, 2(%r8)
+        movl    $1, VIRTIO_MMIO_QUEUE_NOTIFY(%r13)
+2:      cmpw    %ax, 2(%r9)                     /* until used.idx catches up */
+        jne     2b
+        jmp     1b
+
+        .data
+        .balign 4096
+q16_rx_desc:    .fill   8 * 16, 1, 0
+q16_rx_avail:   .fill   64, 1, 0
+q16_rx_used:    .fill   128, 1, 0
+        .balign 4096
+q16_tx_desc:    .fill   8 * 16, 1, 0
+q16_tx_avail:   .fill   64, 1, 0
+q16_tx_used:    .fill   128, 1, 0
+        .balign 4096
+flood_text:
+        .rept   64                      /* 64 lines of 64 bytes */
+        .ascii  "ember-tiny: virtio console flood, the same 4 KiB again and again\n"
+        .endr
+        .text
+.endif
+
+.if MODE == 17
+        cli
+        mov     $VIRTIO_MMIO_BASE, %r13d        /* vda */
+        lea     VIRTIO_MMIO_STRIDE(%r13), %r14  /* vdb */
+        mov     %r13, %rdi
+        mov     $VIRTIO_ID_BLOCK, %esi
+        call    virtio_init
+        mov     %r13, %rdi
+        xor     %esi, %esi
+        mov     $8, %edx
+        lea     q17a_desc(%rip), %rcx
+        lea     q17a_avail(%rip), %r8
+        lea     q17a_used(%rip), %r9
+        call    virtio_queue
+        mov     %r13, %rdi
+        call    virtio_driver_ok
+        mov     %r14, %rdi
+        mov     $VIRTIO_ID_BLOCK, %esi
+        call    virtio_init
+        mov     %r14, %rdi
+        xor     %esi, %esi
+        mov     $8, %edx
+        lea     q17b_desc(%rip), %rcx
+        lea     q17b_avail(%rip), %r8
+        lea     q17b_used(%rip), %r9
+        call    virtio_queue
+        mov     %r14, %rdi
+        call    virtio_driver_ok
+        /* vda: FLUSH = header (16 bytes) -> status. */
+        lea     q17a_desc(%rip), %rdi
+        lea     q17a_header(%rip), %rax
+        mov     %rax, (%rdi)
+        movl    $16, 8(%rdi)
+        movw    $VRING_DESC_F_NEXT, 12(%rdi)
+        movw    $1, 14(%rdi)
+        lea     q17a_status(%rip), %rax
+        mov     %rax, 16(%rdi)
+        movl    $1, 24(%rdi)
+        movw    $VRING_DESC_F_WRITE, 28(%rdi)
+        /* vdb: IN, sector 0 = header -> 4 KiB data -> status. */
+        lea     q17b_desc(%rip), %rdi
+        lea     q17b_header(%rip), %rax
+        mov     %rax, (%rdi)
+        movl    $16, 8(%rdi)
+        movw    $VRING_DESC_F_NEXT, 12(%rdi)
+        movw    $1, 14(%rdi)
+        lea     q17b_data(%rip), %rax
+        mov     %rax, 16(%rdi)
+        movl    $4096, 24(%rdi)
+        movw    $(VRING_DESC_F_WRITE | VRING_DESC_F_NEXT), 28(%rdi)
+        movw    $2, 30(%rdi)
+        lea     q17b_status(%rip), %rax
+        mov     %rax, 32(%rdi)
+        movl    $1, 40(%rdi)
+        movw    $VRING_DESC_F_WRITE, 44(%rdi)
+        /* Poll. r15: next tick (TSC), r12: ticks, rbx: vdb reads. */
+        xor     %r12d, %r12d
+        xor     %ebx, %ebx
+        call    rdtsc64
+        lea     TICK_CYCLES(%rax), %r15
+        call    post_flush
+        call    post_read
+1:      call    rdtsc64
+        cmp     %r15, %rax
+        jb      2f
+        lea     TICK_CYCLES(%rax), %r15
+        inc     %r12
+        lea     msg_tick(%rip), %rdi
+        mov     %r12, %rsi
+        call    say_dec
+2:      movzwl  q17a_used+2(%rip), %eax
+        cmp     %ax, q17a_avail+2(%rip)
+        jne     3f                              /* the flush is still out */
+        cmpb    $0, q17a_status(%rip)
+        jne     bad_flush
+        call    post_flush
+3:      movzwl  q17b_used+2(%rip), %eax
+        cmp     %ax, q17b_avail+2(%rip)
+        jne     1b                              /* the read is still out */
+        cmpb    $0, q17b_status(%rip)
+        jne     bad_read
+        inc     %rbx
+        lea     msg_vdb_read(%rip), %rdi
+        mov     %rbx, %rsi
+        call    say_dec
+        call    post_read
+        jmp     1b
+
+/* post_flush / post_read: make chain 0 available on vda / vdb again and
+ * notify queue 0 (one request out at a time: the status byte is reset). */
+post_flush:
+        movb    $0xff, q17a_status(%rip)
+        lea     q17a_avail(%rip), %rdi
+        mov     %r13, %rsi
+        jmp     post_chain0
+post_read:
+        movb    $0xff, q17b_status(%rip)
+        lea     q17b_avail(%rip), %rdi
+        mov     %r14, %rsi
+post_chain0:
+        movzwl  2(%rdi), %eax
+        mov     %eax, %ecx
+        and     $7, %ecx
+        movw    $0, 4(%rdi,%rcx,2)
+        inc     %eax
+        movw    %ax, 2(%rdi)
+        movl    $0, VIRTIO_MMIO_QUEUE_NOTIFY(%rsi)
+        ret
+bad_flush:
+        lea     msg_bad_flush(%rip), %rdi
+        movzbl  q17a_status(%rip), %esi
+        call    say_dec
+        jmp     reset
+bad_read:
+        lea     msg_bad_read(%rip), %rdi
+        movzbl  q17b_status(%rip), %esi
+        call    say_dec
+        jmp     reset
+
+/* rdtsc64: the TSC in rax (clobbers rdx). */
+rdtsc64:
+        rdtsc
+        shl     $32, %rdx
+        or      %rdx, %rax
+        ret
+
+        .data
+        .balign 4096
+q17a_desc:      .fill   8 * 16, 1, 0
+q17a_avail:     .fill   64, 1, 0
+q17a_used:      .fill   128, 1, 0
+q17a_header:    .long   VIRTIO_BLK_T_FLUSH, 0
+                .quad   0
+q17a_status:    .byte   0xff
+        .balign 4096
+q17b_desc:      .fill   8 * 16, 1, 0
+q17b_avail:     .fill   64, 1, 0
+q17b_used:      .fill   128, 1, 0
+q17b_header:    .long   VIRTIO_BLK_T_IN, 0
+                .quad   0
+q17b_status:    .byte   0xff
+        .balign 4096
+q17b_data:      .fill   4096, 1, 0
+        .text
+.endif
+
 bad_zero_page:
         lea     msg_bad_zp(%rip), %rdi
         call    puts
@@ -356,37 +706,100 @@ puthex32:
         jnz     1b
         ret
 
-/* putdec: print edi (< 1000) in decimal, without leading zeros. */
+/* virtio_init: bring the virtio-mmio device at rdi, which must have
+ * device ID esi, from reset to FEATURES_OK, accepting VERSION_1 only
+ * (virtio 1.2 §3.1.1 steps 1-6). Prints why and resets if it cannot. */
+virtio_init:
+        cmpl    $VIRTIO_MMIO_MAGIC, VIRTIO_MMIO_MAGIC_VALUE(%rdi)
+        jne     virtio_absent
+        cmpl    $2, VIRTIO_MMIO_VERSION(%rdi)
+        jne     virtio_absent
+        cmp     VIRTIO_MMIO_DEVICE_ID(%rdi), %esi
+        jne     virtio_absent
+        movl    $0, VIRTIO_MMIO_STATUS(%rdi)
+        movl    $VIRTIO_S_ACKNOWLEDGE, VIRTIO_MMIO_STATUS(%rdi)
+        movl    $(VIRTIO_S_ACKNOWLEDGE | VIRTIO_S_DRIVER), VIRTIO_MMIO_STATUS(%rdi)
+        movl    $1, VIRTIO_MMIO_DEVICE_FEATURES_SEL(%rdi)
+        testl   $1, VIRTIO_MMIO_DEVICE_FEATURES(%rdi)   /* VERSION_1: bit 32 */
+        jz      virtio_failed
+        movl    $0, VIRTIO_MMIO_DRIVER_FEATURES_SEL(%rdi)
+        movl    $0, VIRTIO_MMIO_DRIVER_FEATURES(%rdi)
+        movl    $1, VIRTIO_MMIO_DRIVER_FEATURES_SEL(%rdi)
+        movl    $1, VIRTIO_MMIO_DRIVER_FEATURES(%rdi)
+        movl    $(VIRTIO_S_ACKNOWLEDGE | VIRTIO_S_DRIVER | VIRTIO_S_FEATURES_OK), VIRTIO_MMIO_STATUS(%rdi)
+        testl   $VIRTIO_S_FEATURES_OK, VIRTIO_MMIO_STATUS(%rdi)
+        jz      virtio_failed
+        ret
+
+/* virtio_queue: set up queue esi of the device at rdi with size edx,
+ * descriptor table rcx, available ring r8, used ring r9, and mark it
+ * ready (step 7). */
+virtio_queue:
+        mov     %esi, VIRTIO_MMIO_QUEUE_SEL(%rdi)
+        cmp     VIRTIO_MMIO_QUEUE_NUM_MAX(%rdi), %edx
+        ja      virtio_failed
+        mov     %edx, VIRTIO_MMIO_QUEUE_NUM(%rdi)
+        mov     %ecx, VIRTIO_MMIO_QUEUE_DESC_LOW(%rdi)
+        shr     $32, %rcx
+        mov     %ecx, VIRTIO_MMIO_QUEUE_DESC_HIGH(%rdi)
+        mov     %r8d, VIRTIO_MMIO_QUEUE_AVAIL_LOW(%rdi)
+        shr     $32, %r8
+        mov     %r8d, VIRTIO_MMIO_QUEUE_AVAIL_HIGH(%rdi)
+        mov     %r9d, VIRTIO_MMIO_QUEUE_USED_LOW(%rdi)
+        shr     $32, %r9
+        mov     %r9d, VIRTIO_MMIO_QUEUE_USED_HIGH(%rdi)
+        movl    $1, VIRTIO_MMIO_QUEUE_READY(%rdi)
+        cmpl    $1, VIRTIO_MMIO_QUEUE_READY(%rdi)
+        jne     virtio_failed
+        ret
+
+/* virtio_driver_ok: set DRIVER_OK (step 8); the device must not ask for
+ * a reset. */
+virtio_driver_ok:
+        movl    $(VIRTIO_S_ACKNOWLEDGE | VIRTIO_S_DRIVER | VIRTIO_S_FEATURES_OK | VIRTIO_S_DRIVER_OK), VIRTIO_MMIO_STATUS(%rdi)
+        mov     VIRTIO_MMIO_STATUS(%rdi), %eax
+        cmp     $(VIRTIO_S_ACKNOWLEDGE | VIRTIO_S_DRIVER | VIRTIO_S_FEATURES_OK | VIRTIO_S_DRIVER_OK), %eax
+        jne     virtio_failed
+        ret
+
+virtio_absent:
+        lea     msg_virtio_absent(%rip), %rdi
+        call    puts
+        jmp     reset
+virtio_failed:
+        mov     VIRTIO_MMIO_STATUS(%rdi), %esi
+        lea     msg_virtio_failed(%rip), %rdi
+        call    say_hex
+        jmp     reset
+
+/* putdec: print rdi (unsigned, 64 bits) in decimal, without leading
+ * zeros. Digits by repeated subtraction of powers of ten: no div.
+ * Clobbers rax, rcx, rdx, rsi, rdi. */
 putdec:
+        push    %rbx
+        lea     pow10(%rip), %rsi
+        xor     %ebx, %ebx              /* digits printed so far */
         mov     $COM1, %dx
-        mov     %edi, %eax
-        cmp     $100, %eax
-        jb      1f
-        xor     %ecx, %ecx
-0:      sub     $100, %eax              /* hundreds by subtraction: no div */
-        inc     %ecx
-        cmp     $100, %eax
-        jae     0b
-        mov     %eax, %edi
-        lea     '0'(%ecx), %eax
-        outb    %al, %dx
-        mov     %edi, %eax
-        jmp     2f
-1:      cmp     $10, %eax
+1:      mov     (%rsi), %rcx            /* 10^19 down to 10, then 0 */
+        test    %rcx, %rcx
+        jz      4f
+        add     $8, %rsi
+        mov     $'0', %eax
+2:      cmp     %rcx, %rdi
         jb      3f
-2:      xor     %ecx, %ecx
-        cmp     $10, %eax
-        jb      5f
-4:      sub     $10, %eax
-        inc     %ecx
-        cmp     $10, %eax
-        jae     4b
-5:      mov     %eax, %edi
-        lea     '0'(%ecx), %eax
+        sub     %rcx, %rdi
+        inc     %eax
+        jmp     2b
+3:      cmp     $'0', %al
+        jne     5f
+        test    %ebx, %ebx
+        jz      1b                      /* a leading zero */
+5:      outb    %al, %dx
+        inc     %ebx
+        jmp     1b
+4:      lea     '0'(%rdi), %eax         /* the units digit, always */
         outb    %al, %dx
-        mov     %edi, %eax
-3:      add     $'0', %eax
-        outb    %al, %dx
+        pop     %rbx
         ret
 
 .ifdef PVH
@@ -482,6 +895,25 @@ msg_page:       .asciz "ember-tiny: file page word 0x"
 msg_irq:        .asciz "ember-tiny: interrupt vector "
 msg_no_irq:     .asciz "ember-tiny: no interrupt\n"
 msg_nl:         .asciz "\n"
+msg_counting:   .asciz "ember-tiny: counting\n"
+msg_counted:    .asciz "ember-tiny: counted "
+msg_hostile_posted: .asciz "ember-tiny: hostile queue posted\n"
+msg_flooding:   .asciz "ember-tiny: flooding\n"
+msg_flood_line: .asciz "ember-tiny: serial flood, the same line again and again\n"
+msg_console_flooding: .asciz "ember-tiny: console flooding\n"
+msg_tick:       .asciz "ember-tiny: tick "
+msg_vdb_read:   .asciz "ember-tiny: vdb read "
+msg_bad_flush:  .asciz "ember-tiny: vda flush status "
+msg_bad_read:   .asciz "ember-tiny: vdb read status "
+msg_virtio_absent: .asciz "ember-tiny: no such virtio device\n"
+msg_virtio_failed: .asciz "ember-tiny: virtio setup failed, status 0x"
+        .balign 8
+pow10:
+        .quad   10000000000000000000, 1000000000000000000, 100000000000000000
+        .quad   10000000000000000, 1000000000000000, 100000000000000
+        .quad   10000000000000, 1000000000000, 100000000000, 10000000000
+        .quad   1000000000, 100000000, 10000000, 1000000, 100000, 10000
+        .quad   1000, 100, 10, 0
         .balign 16
 pvh_stack:      .fill 256, 1, 0
 pvh_stack_top:

@@ -244,3 +244,21 @@ pub fn temp_disk(name: &str, size: u64) -> PathBuf {
     f.set_len(size).unwrap();
     p
 }
+
+/// The address of `symbol` in the tiny guest ELF `elf` (from binutils
+/// `nm`), e.g. mode 13's `count_loop` and `count_done`.
+pub fn guest_symbol(elf: &Path, symbol: &str) -> u64 {
+    let out = Command::new("nm")
+        .arg(elf)
+        .output()
+        .expect("run `nm` (binutils)");
+    assert!(out.status.success(), "nm {}", elf.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (addr, _kind, name) = (f.next()?, f.next()?, f.next()?);
+            (name == symbol).then(|| u64::from_str_radix(addr, 16).ok())?
+        })
+        .unwrap_or_else(|| panic!("no symbol {symbol} in {}", elf.display()))
+}
