@@ -22,6 +22,48 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 /// Default kernel command line with `--console virtio`: the same on hvc0.
 pub const DEFAULT_CMDLINE_VIRTIO: &str = "console=hvc0 reboot=k panic=-1";
 
+/// Sector size of disks (virtio-block's unit).
+pub const SECTOR_SIZE: u64 = 512;
+
+/// Why a disk image cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// The disk file cannot be opened or inspected.
+    #[error("cannot open disk {0}")]
+    Open(PathBuf, #[source] std::io::Error),
+    /// The disk is neither a regular file nor a block device.
+    #[error("disk {0} is neither a regular file nor a block device")]
+    NotADisk(PathBuf),
+    /// The disk's size is not a multiple of 512 bytes.
+    #[error("disk {0} is {1} bytes, not a multiple of 512")]
+    Size(PathBuf, u64),
+}
+
+/// Opens a disk image (read-only or read-write) and returns it with its
+/// size in bytes, checking that the size is a multiple of 512.
+pub fn open_disk(path: &Path, readonly: bool) -> Result<(File, u64), DiskError> {
+    let open_err = |e| DiskError::Open(path.to_path_buf(), e);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(!readonly)
+        .open(path)
+        .map_err(open_err)?;
+    let meta = file.metadata().map_err(open_err)?;
+    let size = if meta.file_type().is_file() {
+        meta.len()
+    } else if !std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+        return Err(DiskError::NotADisk(path.to_path_buf()));
+    } else {
+        // Block devices report size 0 in their metadata: seek to the end.
+        use std::io::Seek;
+        (&file).seek(std::io::SeekFrom::End(0)).map_err(open_err)?
+    };
+    if !size.is_multiple_of(SECTOR_SIZE) {
+        return Err(DiskError::Size(path.to_path_buf(), size));
+    }
+    Ok((file, size))
+}
+
 /// Configuration errors: each names the input that is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -85,7 +127,7 @@ pub enum Error {
     /// A disk image cannot be opened (missing, unreadable, or not
     /// writable without `readonly`), or its size is not a multiple of 512.
     #[error(transparent)]
-    Disk(crate::devices::virtio::block::Error),
+    Disk(DiskError),
     /// More disks than virtio-mmio slots.
     #[error("too many disks: {got} given, ember supports at most {max}")]
     TooManyDisks {
@@ -422,9 +464,7 @@ impl VmConfigBuilder {
             .disks
             .into_iter()
             .map(|config| {
-                let (file, size) =
-                    crate::devices::virtio::block::open_disk(&config.path, config.readonly)
-                        .map_err(Error::Disk)?;
+                let (file, size) = open_disk(&config.path, config.readonly).map_err(Error::Disk)?;
                 Ok(Disk {
                     config,
                     file: Arc::new(file),

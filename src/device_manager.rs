@@ -173,6 +173,8 @@ pub fn register_virtio_mmio(
 pub struct VirtioEntry {
     /// The queue thread's name (`ember-vda`, `ember-hvc0`).
     pub name: String,
+    /// The slot it was wired at (window on the bus, irqfd GSI).
+    pub slot: DeviceSlot,
     /// The device.
     pub device: Arc<Mutex<dyn VirtioDevice>>,
 }
@@ -233,7 +235,11 @@ pub fn create_virtio_devices(
             }
         };
         register_virtio_mmio(vm, mmio, slot, device.clone(), interrupt)?;
-        created.devices.push(VirtioEntry { name, device });
+        created.devices.push(VirtioEntry {
+            name,
+            slot: *slot,
+            device,
+        });
     }
     Ok(created)
 }

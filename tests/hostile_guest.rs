@@ -234,16 +234,24 @@ fn pipe_fill(stdout: &ChildStdout) -> libc::c_int {
     }
 }
 
-/// Waits up to 2 s for the pipe behind `stdout` to be full.
+/// Waits up to 2 s for the pipe behind `stdout` to be full: holding at
+/// least half of [`PIPE_SIZE`] and not growing for 200 ms (a page the test
+/// has partly read cannot take a whole page again).
 fn wait_pipe_full(stdout: &ChildStdout) -> bool {
     let deadline = Instant::now() + Duration::from_secs(2);
-    while pipe_fill(stdout) < PIPE_SIZE {
+    let (mut last, mut since) = (-1, Instant::now());
+    loop {
+        let fill = pipe_fill(stdout);
+        if fill != last {
+            (last, since) = (fill, Instant::now());
+        } else if fill >= PIPE_SIZE / 2 && since.elapsed() >= Duration::from_millis(200) {
+            return true;
+        }
         if Instant::now() >= deadline {
             return false;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    true
 }
 
 /// Runs the guest `args` (ember's arguments up to the optional `-- CMD`)

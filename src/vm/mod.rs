@@ -33,7 +33,7 @@ use crate::devices::virtio::worker::{self, WorkerHandle, WorkerPause};
 use crate::event_loop::{Deadline, EventLoop};
 use crate::exit::{Booted, ExitEvent, StopReason};
 use crate::memory::GuestMemoryMmap;
-use crate::plan::MachinePlan;
+use crate::plan::{DeviceSlot, MachinePlan};
 use crate::stdin::StdinForwarder;
 use crate::terminal::RawMode;
 use crate::timeline::{Phase, Timeline};
@@ -225,6 +225,12 @@ impl Vm {
         &self.buses
     }
 
+    /// The virtio devices as they were wired (slot, window, IRQ), in
+    /// slot order.
+    pub fn virtio_devices(&self) -> Vec<DeviceSlot> {
+        self.virtio.devices.iter().map(|d| d.slot).collect()
+    }
+
     /// The end of the console output so far.
     pub fn console(&self) -> &ConsoleTail {
         &self.console
@@ -368,8 +374,9 @@ impl Vm {
                 c.process_transmit(usize::MAX);
             }
         }
-        let patience = deadline.saturating_duration_since(Instant::now()) + STOP_DEADLINE / 2;
-        let dropped_output = self.output.finish(patience);
+        // stdout may take the buffered output for as long as it keeps
+        // taking bytes; a stalled one gets half the deadline.
+        let dropped_output = self.output.finish(STOP_DEADLINE / 2);
         self.timeline
             .set_guest_resident_kib(memory::resident_kib(&self.mem));
         self.state = VmState::Stopped;

@@ -13,9 +13,8 @@
 
 pub mod request;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use virtio_bindings::virtio_blk::{
@@ -31,7 +30,7 @@ use crate::memory::GuestMemoryMmap;
 pub use request::Disk;
 
 /// Sector size of the virtio-block protocol.
-pub const SECTOR_SIZE: u64 = 512;
+pub const SECTOR_SIZE: u64 = crate::config::SECTOR_SIZE;
 /// Size of the one request queue. 1024 (the most Linux and QEMU use) lets a
 /// 1 MiB request of 4 KiB pages travel as one chain (256 data segments plus
 /// header and status); with 256 Linux splits it in two.
@@ -46,43 +45,9 @@ pub const CONFIG_LEN: usize = 24;
 /// Block device errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The disk file cannot be opened or inspected.
-    #[error("cannot open disk {0}")]
-    Open(PathBuf, #[source] std::io::Error),
-    /// The disk is neither a regular file nor a block device.
-    #[error("disk {0} is neither a regular file nor a block device")]
-    NotADisk(PathBuf),
-    /// The disk's size is not a multiple of 512 bytes.
-    #[error("disk {0} is {1} bytes, not a multiple of 512")]
-    Size(PathBuf, u64),
     /// The device's queue or eventfd cannot be created.
     #[error(transparent)]
     Core(#[from] CoreError),
-}
-
-/// Opens a disk image (read-only or read-write) and returns it with its
-/// size in bytes, checking that the size is a multiple of 512.
-pub fn open_disk(path: &Path, readonly: bool) -> Result<(File, u64), Error> {
-    let open_err = |e| Error::Open(path.to_path_buf(), e);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(!readonly)
-        .open(path)
-        .map_err(open_err)?;
-    let meta = file.metadata().map_err(open_err)?;
-    let size = if meta.file_type().is_file() {
-        meta.len()
-    } else if !std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
-        return Err(Error::NotADisk(path.to_path_buf()));
-    } else {
-        // Block devices report size 0 in their metadata: seek to the end.
-        use std::io::Seek;
-        (&file).seek(std::io::SeekFrom::End(0)).map_err(open_err)?
-    };
-    if !size.is_multiple_of(SECTOR_SIZE) {
-        return Err(Error::Size(path.to_path_buf(), size));
-    }
-    Ok((file, size))
 }
 
 /// The default serial number (`GET_ID`) of a disk without `id=`: derived

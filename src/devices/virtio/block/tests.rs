@@ -14,6 +14,7 @@ use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
+use crate::config::{open_disk, DiskError};
 use crate::devices::virtio::test_utils::{chain, used, used_idx};
 use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::EventFd;
@@ -516,12 +517,15 @@ fn event_idx_suppresses_interrupts() {
 #[test]
 fn open_errors() {
     let missing = std::env::temp_dir().join("ember-no-such-disk.img");
-    assert!(matches!(open_disk(&missing, true), Err(Error::Open(..))));
+    assert!(matches!(
+        open_disk(&missing, true),
+        Err(DiskError::Open(..))
+    ));
     let d = TempDisk::new();
     let mut f = std::fs::OpenOptions::new().append(true).open(&d.0).unwrap();
     f.write_all(&[1, 2, 3]).unwrap();
     assert!(
-        matches!(open_disk(&d.0, false), Err(Error::Size(_, n)) if n == DISK_SECTORS * 512 + 3)
+        matches!(open_disk(&d.0, false), Err(DiskError::Size(_, n)) if n == DISK_SECTORS * 512 + 3)
     );
     f.seek(SeekFrom::Start(0)).unwrap();
 }
