@@ -108,7 +108,7 @@ pub struct WorkerHandle {
 pub const BUDGET: usize = 256;
 
 /// Starts the queue thread `name` of `device`, serving the queues
-/// [`VirtioDevice::worker_queues`] lists; a device whose work produces
+/// [`VirtioDevice::worker_queues`] lists (queues 0..64); a device whose work produces
 /// console output passes that `output`, whose back-pressure the thread
 /// then obeys between batches.
 pub fn spawn<D: VirtioDevice + ?Sized + 'static>(
@@ -122,7 +122,7 @@ pub fn spawn<D: VirtioDevice + ?Sized + 'static>(
     let mut events = Vec::new();
     {
         let dev = device.lock().unwrap_or_else(|p| p.into_inner());
-        for i in dev.worker_queues() {
+        for i in dev.worker_queues().into_iter().filter(|&i| i < 64) {
             let evt = dev.queue_events()[i].try_clone().map_err(setup)?;
             let ev = EpollEvent::new(EventSet::IN, i as u64);
             epoll
@@ -173,8 +173,9 @@ fn run<D: VirtioDevice + ?Sized>(
     output: Option<&Output>,
 ) {
     let mut ready = [EpollEvent::default(); 8];
-    // Queues to serve again: their budget ran out.
-    let mut again: Vec<usize> = Vec::with_capacity(events.len());
+    // Queues to serve (bit i: queue i), kept from a round whose budget
+    // ran out: a bit set, not a list, so a wake-up allocates nothing.
+    let mut again: u64 = 0;
     loop {
         // Between requests: obey the VM first.
         {
@@ -192,7 +193,7 @@ fn run<D: VirtioDevice + ?Sized>(
             }
             s.parked = false;
         }
-        let timeout = if again.is_empty() { -1 } else { 0 };
+        let timeout = if again == 0 { -1 } else { 0 };
         let n = match epoll.wait(timeout, &mut ready) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -209,12 +210,13 @@ fn run<D: VirtioDevice + ?Sized>(
             }
             if let Some((i, evt)) = events.iter().find(|(i, _)| *i as u64 == ev.data()) {
                 let _ = evt.read();
-                if !notified.contains(i) {
-                    notified.push(*i);
-                }
+                notified |= 1 << i;
             }
         }
-        for i in notified {
+        for &(i, _) in events {
+            if notified & (1 << i) == 0 {
+                continue;
+            }
             // Back-pressure from a stdout that is not read, with no lock
             // held (a stop ends the wait: see `Output::close`).
             if let Some(out) = output {
@@ -222,7 +224,7 @@ fn run<D: VirtioDevice + ?Sized>(
             }
             let mut dev = device.lock().unwrap_or_else(|p| p.into_inner());
             if dev.process_queue(i, BUDGET) == Served::More {
-                again.push(i);
+                again |= 1 << i;
             }
         }
     }
