@@ -56,13 +56,7 @@ impl Ember {
     /// piped.
     fn start(args: &[&str]) -> Ember {
         let started = Instant::now();
-        let child = Command::new(EMBER)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = spawn_null(args);
         Ember { child, started }
     }
 

@@ -63,38 +63,30 @@ fn production_code(text: &str) -> String {
         .join("\n")
 }
 
-/// Every `crate::NAME` in `code`.
+/// The identifier `text` starts with.
+fn ident(text: &str) -> String {
+    text.trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// Every `crate::NAME` in `code`, `use crate::{a, b::c}` groups included.
 fn crate_refs(code: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let mut rest = code;
-    while let Some(at) = rest.find("crate::") {
-        let after = &rest[at + 7..];
-        let name: String = after
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        if !name.is_empty() {
-            out.insert(name);
-        }
-        rest = after;
-    }
-    // `use crate::{a, b::c}` groups.
-    let mut rest = code;
-    while let Some(at) = rest.find("crate::{") {
-        let after = &rest[at + 8..];
-        let end = after.find('}').unwrap_or(after.len());
-        for item in after[..end].split(',') {
-            let name: String = item
-                .trim()
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                out.insert(name);
+    for (at, _) in code.match_indices("crate::") {
+        let after = &code[at + 7..];
+        match after.strip_prefix('{') {
+            Some(group) => {
+                let end = group.find('}').unwrap_or(group.len());
+                out.extend(group[..end].split(',').map(ident));
+            }
+            None => {
+                out.insert(ident(after));
             }
         }
-        rest = after;
     }
+    out.remove("");
     out
 }
 

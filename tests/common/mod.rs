@@ -167,16 +167,21 @@ pub fn ember(args: &[&str], stdin: &[u8]) -> Output {
     wait(child)
 }
 
-/// Runs ember with `args` and stdin from /dev/null.
-pub fn ember_null(args: &[&str]) -> Output {
-    let child = Command::new(EMBER)
+/// Starts ember with `args`, stdin from /dev/null, stdout and stderr
+/// piped.
+pub fn spawn_null(args: &[&str]) -> Child {
+    Command::new(EMBER)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    wait(child)
+        .unwrap()
+}
+
+/// Runs ember with `args` and stdin from /dev/null.
+pub fn ember_null(args: &[&str]) -> Output {
+    wait(spawn_null(args))
 }
 
 /// Stdout and stderr as text.

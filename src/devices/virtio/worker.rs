@@ -98,8 +98,7 @@ impl Control {
 /// The VM's side of a device's queue thread.
 #[derive(Debug)]
 pub struct WorkerHandle {
-    name: String,
-    control: Arc<Control>,
+    pause: WorkerPause,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -158,8 +157,10 @@ pub fn spawn<D: VirtioDevice + ?Sized + 'static>(
         })
         .map_err(|e| Error::Spawn(name.to_string(), e))?;
     Ok(WorkerHandle {
-        name: name.to_string(),
-        control,
+        pause: WorkerPause {
+            name: name.to_string(),
+            control,
+        },
         thread: Some(thread),
     })
 }
@@ -244,32 +245,6 @@ impl WorkerPause {
         &self.name
     }
 
-    /// See [`WorkerHandle::pause`].
-    pub fn pause(&self, deadline: Instant) -> bool {
-        self.control.ask(Ask::Pause);
-        self.control.wait_for(deadline, |s| s.parked || s.done)
-    }
-
-    /// See [`WorkerHandle::resume`].
-    pub fn resume(&self) {
-        self.control.ask(Ask::Run);
-    }
-}
-
-impl WorkerHandle {
-    /// A handle on the pause controls alone.
-    pub fn pause_handle(&self) -> WorkerPause {
-        WorkerPause {
-            name: self.name.clone(),
-            control: self.control.clone(),
-        }
-    }
-
-    /// The thread's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Asks the thread to park between requests and waits until it has,
     /// at most until `deadline`; false if it did not (it is still asked).
     pub fn pause(&self, deadline: Instant) -> bool {
@@ -281,22 +256,45 @@ impl WorkerHandle {
     pub fn resume(&self) {
         self.control.ask(Ask::Run);
     }
+}
+
+impl WorkerHandle {
+    /// A handle on the pause controls alone.
+    pub fn pause_handle(&self) -> WorkerPause {
+        self.pause.clone()
+    }
+
+    /// The thread's name.
+    pub fn name(&self) -> &str {
+        self.pause.name()
+    }
+
+    /// Asks the thread to park between requests and waits until it has,
+    /// at most until `deadline`; false if it did not (it is still asked).
+    pub fn pause(&self, deadline: Instant) -> bool {
+        self.pause.pause(deadline)
+    }
+
+    /// Lets a paused thread go on.
+    pub fn resume(&self) {
+        self.pause.resume();
+    }
 
     /// Asks the thread to end after its current request.
     pub fn stop(&self) {
-        self.control.ask(Ask::Stop);
+        self.pause.control.ask(Ask::Stop);
     }
 
     /// Waits for the thread to end, at most until `deadline`; false if it
     /// did not (it is then left detached: blocked in a slow request, say).
     pub fn join(mut self, deadline: Instant) -> bool {
         self.stop();
-        if !self.control.wait_for(deadline, |s| s.done) {
+        if !self.pause.control.wait_for(deadline, |s| s.done) {
             return false;
         }
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
-                log::error!("{} thread panicked", self.name);
+                log::error!("{} thread panicked", self.pause.name);
             }
         }
         true
