@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # virtio-blk benchmark in the nested lab: ember against QEMU -M microvm with
-# virtio-blk-device, same guest kernel, same 512 MiB raw image (in the lab's
-# RAM), ROUNDS interleaved rounds in one lab session. Inside the guest,
-# blkbench (blkbench.c, O_DIRECT, one request at a time) measures
+# virtio-blk-device, same guest kernel (1 vCPU, 128 MiB), same four 512 MiB
+# raw images (in the lab's RAM) as /dev/vda..vdd, ROUNDS interleaved rounds
+# in one lab session. Inside the guest, blkbench (blkbench.c, O_DIRECT)
+# measures, one request at a time on /dev/vda,
 #   sequential read   256 MiB in 1 MiB requests (MB/s)
 #   sequential write  256 MiB in 1 MiB requests + fdatasync (MB/s)
 #   random read       4 KiB at random offsets, 10000 requests (IOPS)
-# and the table gives the medians and ember's ratio to QEMU (> 1: ember
-# faster).
+# and then, 32 requests in flight per disk (32 threads per disk, each making
+# synchronous preads: the guest kernel has no AIO or io_uring), 4 s each,
+#   random read QD32       4 KiB at random offsets on /dev/vda (IOPS)
+#   4 disks random read    the same on vda..vdd at once (total IOPS)
+# The table gives the medians and ember's ratio to QEMU (> 1: ember faster).
 #
 #   resources/bench/lab-block.sh [-n ROUNDS] [-q QEMU_QUEUE_SIZE]
 #
@@ -44,7 +48,7 @@ trap '[ -n "${EMBER_BENCH_KEEP:-}" ] || rm -rf "$tmp"' EXIT
 # The benchmark runs as the guest's first program (rdinit=/bench/run), from
 # an extra cpio archive appended to the default initramfs.
 mkdir -p "$tmp/stage/bench"
-gcc -O2 -static -Wall -o "$tmp/stage/bench/blkbench" "$here/blkbench.c"
+gcc -O2 -static -pthread -Wall -o "$tmp/stage/bench/blkbench" "$here/blkbench.c"
 cat >"$tmp/stage/bench/run" <<'RUN'
 #!/bin/sh
 export PATH=/bin
@@ -54,6 +58,8 @@ mount -t devtmpfs devtmpfs /dev
 /bench/blkbench seqread /dev/vda 256
 /bench/blkbench seqwrite /dev/vda 256
 /bench/blkbench randread /dev/vda 10000
+/bench/blkbench randqd 32 4 /dev/vda
+/bench/blkbench randqd 32 4 /dev/vda /dev/vdb /dev/vdc /dev/vdd
 reboot -f
 RUN
 chmod +x "$tmp/stage/bench/run"
@@ -62,20 +68,27 @@ python3 "$here/../lib/mkcpio.py" "$tmp/bench.cpio" --dir "$tmp/stage"
 
 cat >"$tmp/bench.sh" <<SCRIPT
 C="console=ttyS0 reboot=k panic=-1 quiet rdinit=/bench/run"
-dd if=/dev/zero of=/tmp/disk.img bs=1M count=512 2>/dev/null
+# Four 512 MiB images, written out (no holes): 2 GiB, more than the lab's
+# /tmp (tmpfs, half the lab's RAM by default) holds.
+mount -o remount,size=3G /tmp
+for i in 0 1 2 3; do dd if=/dev/zero of=/tmp/disk\$i.img bs=1M count=512 2>/dev/null; done
 for r in \$(seq 1 $rounds); do
     echo "=== ROUND \$r ember"
     timeout -s KILL 120 ./ember run --kernel vmlinux --initrd bench-initramfs.cpio \\
-        --disk /tmp/disk.img --root none --cmdline "\$C" </dev/null
+        --disk /tmp/disk0.img --disk /tmp/disk1.img --disk /tmp/disk2.img --disk /tmp/disk3.img \\
+        --root none --cmdline "\$C" </dev/null
     echo "=== ROUND \$r qemu"
     timeout -s KILL 120 qemu-system-x86_64 -enable-kvm -cpu host \\
         -M microvm,x-option-roms=off,acpi=off -m 128 -smp 1 -nodefaults -no-user-config \\
         -display none -serial stdio -no-reboot \\
         -kernel vmlinux -initrd bench-initramfs.cpio -append "\${C/reboot=k/reboot=t}" \\
-        -drive id=d0,file=/tmp/disk.img,format=raw,if=none -device virtio-blk-device,drive=d0$qemu_queue </dev/null
+        -drive id=d0,file=/tmp/disk0.img,format=raw,if=none -device virtio-blk-device,drive=d0$qemu_queue \\
+        -drive id=d1,file=/tmp/disk1.img,format=raw,if=none -device virtio-blk-device,drive=d1$qemu_queue \\
+        -drive id=d2,file=/tmp/disk2.img,format=raw,if=none -device virtio-blk-device,drive=d2$qemu_queue \\
+        -drive id=d3,file=/tmp/disk3.img,format=raw,if=none -device virtio-blk-device,drive=d3$qemu_queue </dev/null
 done
 SCRIPT
-"$here/../lab/run.sh" --timeout $((rounds * 300 + 60)) \
+"$here/../lab/run.sh" --memory 4G --timeout $((rounds * 300 + 60)) \
     --file "$ember" --file "$guest/vmlinux" --file "$tmp/bench-initramfs.cpio" \
     --file "$qemu=$qemu" --file /usr/share/qemu/qboot.rom=/usr/share/qemu/qboot.rom \
     "$tmp/bench.sh" >"$tmp/out" || die "the lab run failed: $(tail -n 5 "$tmp/out")"
@@ -95,7 +108,9 @@ for line in open(sys.argv[1], errors="replace"):
         res.setdefault(vmm, {}).setdefault(m.group(1), []).append(float(m.group(2)))
 rounds = int(sys.argv[2])
 tests = [("seqread", "sequential read, MB/s"), ("seqwrite", "sequential write, MB/s"),
-         ("randread", "4 KiB random read, IOPS")]
+         ("randread", "4 KiB random read, IOPS"),
+         ("randread-qd32", "4 KiB rand read QD32, IOPS"),
+         ("randread-qd32x4", "4 disks QD32 each, IOPS")]
 print(f"{'test':<26} {'ember median':>13} {'QEMU median':>13} {'ember/QEMU':>11}  rounds")
 for key, label in tests:
     e, q = res.get("ember", {}).get(key, []), res.get("qemu", {}).get(key, [])
@@ -106,5 +121,5 @@ for key, label in tests:
 print("each round, ember / QEMU:")
 for key, label in tests:
     pairs = zip(res["ember"][key], res["qemu"][key])
-    print(f"  {key:<9} " + "  ".join(f"{e:.0f}/{q:.0f}" for e, q in pairs))
+    print(f"  {key:<15} " + "  ".join(f"{e:.0f}/{q:.0f}" for e, q in pairs))
 PY
