@@ -14,7 +14,9 @@
  * synchronous 4 KiB preads one after another: the default guest kernel is
  * built from tinyconfig and has neither CONFIG_AIO nor CONFIG_IO_URING, and
  * with O_DIRECT each blocked pread is one request in the device's queue.
- * All threads start together (a barrier) and stop at the same deadline.
+ * All threads start together (a barrier) and stop at the same deadline;
+ * the time is from the start to the last read's return. With several
+ * devices a second line gives each one's reads.
  *
  * Prints one line: "BLKBENCH <mode> <amount> <seconds> <rate>" with the rate
  * in MB/s (10^6 bytes) or IOPS; randqd's mode is "randread-qdDEPTH" on one
@@ -31,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/reboot.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +64,8 @@ struct reader {
 	uint64_t blocks;	/* 4 KiB blocks on the device */
 	uint64_t seed;
 	long reads;
+	double end;	/* when its last read returned */
+	int done;	/* set (atomically) after end */
 };
 
 static pthread_barrier_t start;
@@ -83,6 +88,8 @@ static void *reader_run(void *arg)
 			die("blkbench: pread");
 		r->reads++;
 	}
+	r->end = now();
+	__atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -127,12 +134,48 @@ static int randqd(int argc, char **argv)
 	double t0 = now();
 	deadline = t0 + secs;
 	pthread_barrier_wait(&start);
+	/* Sleep through the run, then wait for the readers' last requests,
+	 * but not forever: a request the device never completes leaves its
+	 * reader in pread for good (and the process can never exit). That is
+	 * reported (a lost request, not a stalled guest) and, when blkbench
+	 * runs under the guest's init program (its parent is PID 1), the
+	 * guest restarts, ending the VM. */
+	struct timespec tick = {0, 1000000};
+	struct timespec rest = {(time_t)secs, (long)((secs - (time_t)secs) * 1e9)};
+	nanosleep(&rest, NULL);
+	int pending;
+	do {
+		pending = 0;
+		for (int i = 0; i < depth * ndev; i++)
+			pending += !__atomic_load_n(&readers[i].done, __ATOMIC_ACQUIRE);
+	} while (pending && now() < deadline + 10 && nanosleep(&tick, NULL) == 0);
+	if (pending) {
+		printf("blkbench: %d of %d reads still pending 10 s after the deadline: "
+		       "lost requests? restarting\n", pending, depth * ndev);
+		fflush(stdout);
+		if (getppid() == 1)
+			reboot(RB_AUTOBOOT);
+		return 1;
+	}
 	long reads = 0;
+	double last = t0;
 	for (int i = 0; i < depth * ndev; i++) {
 		pthread_join(readers[i].thread, NULL);
 		reads += readers[i].reads;
+		if (readers[i].end > last)
+			last = readers[i].end;
 	}
-	double dt = now() - t0;
+	double dt = last - t0;
+	if (ndev > 1) {
+		printf("blkbench: reads per device:");
+		for (int d = 0; d < ndev; d++) {
+			long n = 0;
+			for (int i = 0; i < depth; i++)
+				n += readers[d * depth + i].reads;
+			printf(" %s %ld", argv[4 + d], n);
+		}
+		printf("\n");
+	}
 	char mode[48];
 	if (ndev == 1)
 		snprintf(mode, sizeof mode, "randread-qd%d", depth);
