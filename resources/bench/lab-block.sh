@@ -78,13 +78,16 @@ mount -o remount,size=3G /tmp
 for i in 0 1 2 3; do dd if=/dev/zero of=/tmp/disk\$i.img bs=1M count=512 2>/dev/null; done
 # One boot: VMM ROUND. A boot without all five results (a guest the lab
 # stalled: killed after 120 s; or blkbench's lost-request report) says so
-# and is run once more; the report's parser keeps the last attempt.
+# and is run once more; the report's parser keeps the last attempt. The
+# output streams (tee), so a lab that wedges mid-boot still shows how far
+# the boot got; pipefail keeps the VMM's status.
+set -o pipefail
 boot() {
     echo "=== ROUND \$2 \$1"
     if [ \$1 = ember ]; then
         timeout -s KILL 120 ./ember run --kernel vmlinux --initrd bench-initramfs.cpio \\
             --disk /tmp/disk0.img --disk /tmp/disk1.img --disk /tmp/disk2.img --disk /tmp/disk3.img \\
-            --root none --cmdline "\$C" </dev/null >/tmp/boot.out 2>&1
+            --root none --cmdline "\$C" </dev/null 2>&1 | tee /tmp/boot.out
     else
         timeout -s KILL 120 qemu-system-x86_64 -enable-kvm -cpu host \\
             -M microvm,x-option-roms=off,acpi=off -m 128 -smp 1 -nodefaults -no-user-config \\
@@ -94,10 +97,9 @@ boot() {
             -drive id=d1,file=/tmp/disk1.img,format=raw,if=none -device virtio-blk-device,drive=d1$qemu_queue \\
             -drive id=d2,file=/tmp/disk2.img,format=raw,if=none -device virtio-blk-device,drive=d2$qemu_queue \\
             -drive id=d3,file=/tmp/disk3.img,format=raw,if=none -device virtio-blk-device,drive=d3$qemu_queue \\
-            </dev/null >/tmp/boot.out 2>&1
+            </dev/null 2>&1 | tee /tmp/boot.out
     fi
     rc=\$?
-    cat /tmp/boot.out
     n=\$(grep -c "BLKBENCH " /tmp/boot.out)
     [ "\$n" = 5 ] && return 0
     echo "=== FAILED round \$2 \$1: exit status \$rc, \$n of 5 results"
