@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # virtio-blk benchmark in the nested lab: ember against QEMU -M microvm with
 # virtio-blk-device, same guest kernel (1 vCPU, 128 MiB), same four 512 MiB
-# raw images (in the lab's RAM) as /dev/vda..vdd, ROUNDS interleaved rounds
-# in one lab session. Inside the guest, blkbench (blkbench.c, O_DIRECT)
+# raw images (in the lab's RAM: the lab gets 4 GiB, not 3, to hold them) as
+# /dev/vda..vdd, ROUNDS interleaved rounds in one lab session. Inside the guest, blkbench (blkbench.c, O_DIRECT)
 # measures, one request at a time on /dev/vda,
 #   sequential read   256 MiB in 1 MiB requests (MB/s)
 #   sequential write  256 MiB in 1 MiB requests + fdatasync (MB/s)
