@@ -359,19 +359,18 @@ impl Vm {
                 stuck.push(format!("vCPU {i}"));
             }
         }
-        let mut console_free = true;
         for w in std::mem::take(&mut self.workers) {
             let name = w.name().to_string();
             if !w.join(deadline) {
-                console_free &= name != "ember-hvc0";
                 stuck.push(format!("thread {name}"));
             }
         }
         // Output the guest queued on the virtio console just before it
-        // stopped (its thread has ended, so its lock is free).
-        if let (Some(console), true) = (&self.virtio.console, console_free) {
+        // stopped: one bounded round, and only if no thread still holds
+        // the device.
+        if let Some(console) = &self.virtio.console {
             if let Ok(mut c) = console.try_lock() {
-                c.process_transmit(usize::MAX);
+                c.process_transmit(worker::BUDGET);
             }
         }
         // stdout may take the buffered output for as long as it keeps
