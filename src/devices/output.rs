@@ -89,12 +89,6 @@ impl Output {
         Ok(Output { shared, capacity })
     }
 
-    /// An output to ember's stdout (fd 1, written directly: no Rust
-    /// `Stdout` lock that an exit flush could wait on).
-    pub fn stdout() -> std::io::Result<Output> {
-        Self::spawn(Box::new(RawStdout))
-    }
-
     /// Appends `buf` without waiting; what lies past twice the capacity is
     /// dropped and counted.
     pub fn write(&self, buf: &[u8]) {
@@ -203,7 +197,8 @@ fn drain(shared: &Shared, sink: &mut dyn Write, capacity: usize) {
     }
 }
 
-/// fd 1 without Rust's `Stdout` (its lock, its buffer).
+/// ember's stdout, fd 1, written directly: no Rust `Stdout` lock that an
+/// exit flush could wait on, no buffer.
 #[derive(Debug)]
 pub struct RawStdout;
 

@@ -337,14 +337,10 @@ impl Vm {
         self.stop(reason?)
     }
 
-    /// Stops the VM for `reason`: ends every wait on stdout, asks every
-    /// vCPU and device thread to stop and waits for them until
-    /// [`STOP_DEADLINE`], writes what the virtio console still holds, and
-    /// gives stdout the rest of the deadline to take the buffered output.
-    pub fn stop(mut self, reason: StopReason) -> Result<Outcome, Error> {
-        self.exit.signal(reason);
-        let reason = self.exit.reason().unwrap_or(StopReason::GuestReset);
-        self.timeline.mark(Phase::GuestStop);
+    /// Ends every wait on stdout, asks every vCPU (paused or not) and
+    /// device thread to stop, and waits for them until [`STOP_DEADLINE`];
+    /// returns the threads that did not end by then (left detached).
+    fn end_threads(&mut self) -> Vec<String> {
         let deadline = Instant::now() + STOP_DEADLINE;
         self.output.close();
         for h in &self.vcpu_handles {
@@ -365,6 +361,18 @@ impl Vm {
                 stuck.push(format!("thread {name}"));
             }
         }
+        stuck
+    }
+
+    /// Stops the VM for `reason`: ends every wait on stdout, asks every
+    /// vCPU and device thread to stop and waits for them until
+    /// [`STOP_DEADLINE`], writes what the virtio console still holds, and
+    /// gives stdout the rest of the deadline to take the buffered output.
+    pub fn stop(mut self, reason: StopReason) -> Result<Outcome, Error> {
+        self.exit.signal(reason);
+        let reason = self.exit.reason().unwrap_or(StopReason::GuestReset);
+        self.timeline.mark(Phase::GuestStop);
+        let stuck = self.end_threads();
         // Output the guest queued on the virtio console just before it
         // stopped: one bounded round, and only if no thread still holds
         // the device.
@@ -402,21 +410,7 @@ impl Drop for Vm {
         // A VM dropped without `wait`/`stop` (an error after `start`):
         // its threads must not outlive the memory and fds they use.
         if matches!(self.state, VmState::Running | VmState::Paused) {
-            self.output.close();
-            let deadline = Instant::now() + STOP_DEADLINE;
-            self.quiesce.resume();
-            for h in &self.vcpu_handles {
-                h.kick_stop();
-            }
-            for w in &self.workers {
-                w.stop();
-            }
-            for h in std::mem::take(&mut self.vcpu_handles) {
-                let _ = h.join(deadline);
-            }
-            for w in std::mem::take(&mut self.workers) {
-                let _ = w.join(deadline);
-            }
+            self.end_threads();
         }
     }
 }

@@ -4,10 +4,10 @@
 //! output never run on the event loop, and a slow `fdatasync` on one disk
 //! stalls only that disk.
 //!
-//! The VM controls the thread through a [`WorkerHandle`]: `pause` returns
-//! once the thread is parked between requests (the VM's state can then be
-//! read or guest memory changed), `resume` lets it go on, `stop` ends it,
-//! and `join` waits for it with a deadline. A queue whose budget ran out
+//! The VM controls the thread through a [`WorkerHandle`] (`stop`, and
+//! `join` with a deadline) and its [`WorkerPause`] (`pause` returns once
+//! the thread is parked between requests, so the VM's state can be read
+//! or guest memory changed; `resume` lets it go on). A queue whose budget ran out
 //! ([`Served::More`]) is served again right after the thread has looked
 //! at its control eventfd, so a guest that keeps a queue busy forever
 //! cannot keep the thread from stopping.
@@ -267,17 +267,6 @@ impl WorkerHandle {
     /// The thread's name.
     pub fn name(&self) -> &str {
         self.pause.name()
-    }
-
-    /// Asks the thread to park between requests and waits until it has,
-    /// at most until `deadline`; false if it did not (it is still asked).
-    pub fn pause(&self, deadline: Instant) -> bool {
-        self.pause.pause(deadline)
-    }
-
-    /// Lets a paused thread go on.
-    pub fn resume(&self) {
-        self.pause.resume();
     }
 
     /// Asks the thread to end after its current request.
